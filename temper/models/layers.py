@@ -1,0 +1,172 @@
+"""Building blocks shared by every architecture: norms, rotary embeddings, attention, gated MLPs, KV cache."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from temper.models.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32. Gemma scales by (1 + weight) and casts after the product; Llama casts before."""
+
+    def __init__(self, dim: int, eps: float, unit_offset: bool = False):
+        super().__init__()
+        self.eps = eps
+        self.unit_offset = unit_offset
+        self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.unit_offset:
+            return (h * (1.0 + self.weight.float())).type_as(x)
+        return self.weight * h.type_as(x)
+
+
+def rope_inv_freq(dim: int, theta: float, scaling: dict | None) -> torch.Tensor:
+    """Inverse frequencies of the rotary embedding, with linear or Llama-3 scaling."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    if not scaling:
+        return inv_freq
+    factor = float(scaling["factor"])
+    if scaling["rope_type"] == "linear":
+        return inv_freq / factor
+    # llama3: keep high frequencies, divide low ones by `factor`, interpolate in between
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    old_ctx = float(scaling["original_max_position_embeddings"])
+    low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+def rope_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin for `positions` (B, T), each (B, 1, T, D), computed in fp32 like transformers."""
+    freqs = positions.float()[..., None] * inv_freq.to(positions.device)  # (B, T, D/2)
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, D) by the half-split convention of HF checkpoints (GGUF q/k are un-permuted at load)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None,
+                   k_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean mask (B, 1, Tq, Tk): a query sees keys at positions <= its own, within `window` if given."""
+    q = q_pos[:, None, :, None]
+    k = k_pos[:, None, None, :]
+    mask = k <= q
+    if window is not None:
+        mask = mask & (q - k < window)
+    if k_valid is not None:
+        mask = mask & k_valid[:, None, None, :]
+    return mask
+
+
+@dataclass
+class KVCache:
+    """A contiguous KV cache: slot `p` of a sequence holds the keys and values of its token at position `p`."""
+
+    k: list[torch.Tensor]  # per layer (B, Hkv, max_len, D)
+    v: list[torch.Tensor]
+
+    @classmethod
+    def allocate(cls, config: ModelConfig, batch_size: int, max_len: int, device: torch.device | str,
+                 dtype: torch.dtype) -> KVCache:
+        shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
+        return cls(k=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
+                   v=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)])
+
+    @property
+    def max_len(self) -> int:
+        return self.k[0].shape[2]
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with optional q/k/v biases, q/k norms, a sliding window and logit soft-capping."""
+
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        c = config
+        self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
+        self.window = c.layer_window(layer)
+        self.scale = (c.query_pre_attn_scalar or c.head_dim) ** -0.5
+        self.softcap = c.attn_logit_softcapping
+        self.layer = layer
+        self.q_proj = nn.Linear(c.hidden_size, c.num_heads * c.head_dim, bias=c.attention_bias)
+        self.k_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
+        self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
+        self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=False)
+        if c.family == "gemma3":
+            self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, unit_offset=True)
+            self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, unit_offset=True)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor,
+                cache: KVCache | None, key_valid: torch.Tensor | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q.transpose(1, 2), *rope)  # (B, H, T, D)
+        k = apply_rope(k.transpose(1, 2), *rope)
+        if cache is None:
+            k_pos = positions
+        else:
+            k, v, k_pos = self._update_cache(cache, k, v, positions)
+            key_valid = None  # slots up to a query's position are all written by its own sequence
+        mask = attention_mask(positions, k_pos, self.window, key_valid)
+        if self.softcap is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
+                                                 enable_gqa=self.num_heads != self.num_kv_heads)
+        else:
+            out = self._softcapped_attention(q, k, v, mask)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+    def _update_cache(self, cache: KVCache, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):
+        kc, vc = cache.k[self.layer], cache.v[self.layer]
+        B, H, T, D = k.shape
+        idx = positions[:, None, :, None].expand(B, H, T, D)
+        kc.scatter_(2, idx, k)
+        vc.scatter_(2, idx, v)
+        n = int(positions.max()) + 1  # attend only over slots that any query can see
+        k_pos = torch.arange(n, device=positions.device).expand(B, n)
+        return kc[:, :, :n], vc[:, :, :n], k_pos
+
+    def _softcapped_attention(self, q, k, v, mask):
+        rep = self.num_heads // self.num_kv_heads
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        scores = (q @ k.transpose(-1, -2)) * self.scale
+        scores = torch.tanh(scores / self.softcap) * self.softcap
+        scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
+
+
+class GatedMLP(nn.Module):
+    """down(act(gate(x)) * up(x)): SwiGLU with silu, GeGLU with tanh-approximated gelu."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gelu = config.hidden_act == "gelu_tanh"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.gate_proj(x)
+        g = F.gelu(g, approximate="tanh") if self.gelu else F.silu(g)
+        return self.down_proj(g * self.up_proj(x))

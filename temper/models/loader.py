@@ -1,0 +1,195 @@
+"""Load models from GGUF files or HF safetensors folders, and save them back as HF folders.
+
+A GGUF file is converted once into an HF-style folder (fp32 safetensors, config.json, tokenizer files) under
+the user's cache dir, keyed by the file's sha256; later loads memory-map that folder in about a second instead
+of parsing and dequantizing the GGUF again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from typing import TYPE_CHECKING
+
+from temper.errors import ModelFormatError, ModelNotFoundError
+from temper.models import CausalLM, ModelConfig, build_model
+from temper.models.gguf_file import GGUF_MAGIC, config_from_gguf, iter_tensors, open_gguf
+
+if TYPE_CHECKING:
+    from temper.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+CONVERTED_FORMAT = 1  # bump when the converted folder's layout changes
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer, and where and how fast it came from."""
+
+    model: CausalLM
+    tokenizer: Tokenizer
+    config: ModelConfig
+    source: Path
+    load_seconds: float
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $TEMPER_CACHE_DIR, else $XDG_CACHE_HOME/temper, else ~/.cache/temper."""
+    if os.environ.get("TEMPER_CACHE_DIR"):
+        return Path(os.environ["TEMPER_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "temper"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+         use_cache: bool = True) -> LoadedModel:
+    """Load a GGUF file or an HF folder onto `device` in `dtype` (resolve registry names first)."""
+    from temper.tokenizer import Tokenizer
+
+    start = time.perf_counter()
+    path = Path(path)
+    if not path.exists():
+        raise ModelNotFoundError(f"{path} does not exist")
+    if path.is_dir():
+        model, config = load_pretrained_weights(path, device, dtype)
+        tokenizer = Tokenizer.from_pretrained(path)
+    elif use_cache:
+        folder = converted_folder(path)
+        model, config = load_pretrained_weights(folder, device, dtype)
+        tokenizer = Tokenizer.from_pretrained(folder)
+    else:
+        model, config, tokenizer = load_gguf(path, device, dtype)
+    model.eval()
+    return LoadedModel(model, tokenizer, config, path, time.perf_counter() - start)
+
+
+def load_gguf(path: Path, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32) -> tuple[CausalLM, ModelConfig, Tokenizer]:
+    """Parse and dequantize a GGUF file directly (no cache)."""
+    from temper.tokenizer import Tokenizer
+
+    reader = open_gguf(path)
+    config = config_from_gguf(reader)
+    state = {name: torch.from_numpy(w) for name, w in iter_tensors(reader, config)}
+    model = _materialize(config, state, device, dtype)
+    return model, config, Tokenizer.from_gguf(path, reader=reader)
+
+
+def converted_folder(path: Path) -> Path:
+    """The cached HF-style conversion of a GGUF file, made on first use."""
+    with path.open("rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise ModelFormatError(f"{path} is not a GGUF file or an HF folder")
+    folder = cache_dir() / "converted" / f"{file_sha256(path)[:32]}-v{CONVERTED_FORMAT}"
+    if (folder / "config.json").exists():
+        return folder
+    log.info("converting %s to %s (once)", path, folder)
+    model, config, tokenizer = load_gguf(path)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    try:
+        save_pretrained(model, tokenizer, tmp, source=str(path))
+        os.replace(tmp, folder)  # atomic: a concurrent loader sees a whole folder or none
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "config.json").exists():
+            raise
+    return folder
+
+
+def read_config(folder: Path) -> ModelConfig:
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        raise ModelFormatError(f"{folder} has no config.json: not an HF model folder") from None
+    except json.JSONDecodeError as e:
+        raise ModelFormatError(f"{folder}/config.json is not valid JSON: {e}") from None
+    config = ModelConfig.from_hf(raw)
+    meta = raw.get("temper", {})
+    return config.replace(name=meta.get("name", config.name), license=meta.get("license", config.license))
+
+
+def load_pretrained_weights(folder: Path, device: str | torch.device = "cpu",
+                            dtype: torch.dtype = torch.float32) -> tuple[CausalLM, ModelConfig]:
+    """Model and config from an HF folder of safetensors (one file, or shards with an index)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config = read_config(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        files = sorted(p.name for p in folder.glob("*.safetensors"))
+    if not files:
+        raise ModelFormatError(f"{folder} has no *.safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        try:
+            state.update(load_file(folder / name))
+        except (SafetensorError, FileNotFoundError, OSError) as e:
+            raise ModelFormatError(f"cannot read {folder / name}: {e}") from None
+    return _materialize(config, state, device, dtype), config
+
+
+def _materialize(config: ModelConfig, state: dict[str, torch.Tensor], device: str | torch.device,
+                 dtype: torch.dtype) -> CausalLM:
+    """Build the model on the meta device and adopt the given tensors, so weights are never copied twice."""
+    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    with torch.device("meta"):
+        model = build_model(config)
+    expected = {k for k in model.state_dict() if not (config.tie_word_embeddings and k == "lm_head.weight")}
+    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    if missing or unexpected:
+        raise ModelFormatError(f"checkpoint does not match a {config.arch} model: "
+                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for key, tensor in state.items():
+        param = model.get_parameter(key)
+        if tuple(param.shape) != tuple(tensor.shape):
+            raise ModelFormatError(f"{key} has shape {tuple(tensor.shape)}, the config implies {tuple(param.shape)}")
+        state[key] = tensor.to(device=device, dtype=dtype)
+    if config.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    model.load_state_dict(state, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.reset_buffers(device)
+    return model
+
+
+def save_pretrained(model: CausalLM, tokenizer: Tokenizer | None, folder: str | os.PathLike,
+                    source: str = "") -> Path:
+    """Write an HF-style folder (config.json, model.safetensors, tokenizer) that transformers can load."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight")
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    hf = config.to_hf()
+    hf["temper"] = {"name": config.name, "license": config.license, "source": source}
+    (folder / "config.json").write_text(json.dumps(hf, indent=2))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,14 @@
+"""Helpers shared by the tests."""
+from __future__ import annotations
+
+import torch
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float = 0.0, what: str = "") -> float:
+    """torch.testing.assert_close that reports the max and mean absolute difference; returns the max."""
+    diff = (actual.float() - expected.float()).abs()
+    max_diff, mean_diff = diff.max().item(), diff.mean().item()
+    print(f"{what}: max abs diff {max_diff:.3g}, mean {mean_diff:.3g}")
+    torch.testing.assert_close(actual.float(), expected.float(), atol=atol, rtol=rtol,
+                               msg=lambda m: f"{what}: max abs diff {max_diff:.3g}, mean {mean_diff:.3g}\n{m}")
+    return max_diff
