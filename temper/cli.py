@@ -1,0 +1,78 @@
+"""The `temper` command line: models, generate, chat."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from temper.errors import TemperError
+from temper.generation import SamplingParams
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from temper.models.registry import DEFAULT_MODEL
+
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL,
+                   help=f"registered name (see `temper models`), a .gguf file or an HF folder (default: {DEFAULT_MODEL})")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda when available)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: float32 on CPU, bfloat16 on CUDA")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    d = SamplingParams()
+    p.add_argument("--max-tokens", type=int, default=max_tokens, help="most new tokens to generate")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0 is greedy")
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--top-k", type=int, default=d.top_k, help="0 keeps all tokens")
+    p.add_argument("--seed", type=int, default=None, help="fix the sampling for reproducible output")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--stats", action="store_true", help="print load time, TTFT and tokens/s to stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="temper", description="From a base LLM to a production endpoint.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the packaged models, installed or not")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("generate", help="generate text from a prompt")
+    _add_model_args(p)
+    p.add_argument("prompt", nargs="?", default="-", help="the prompt, or - to read it from stdin")
+    p.add_argument("--format", choices=("auto", "chat", "raw"), default="auto",
+                   help="chat: send the prompt as a user message through the chat template; raw: continue the "
+                        "text; auto: chat when the model ships a chat template")
+    p.add_argument("--system", default=None, help="system message (chat format)")
+    _add_sampling_args(p, max_tokens=256)
+
+    p = sub.add_parser("chat", help="interactive chat with history and streaming output")
+    _add_model_args(p)
+    p.add_argument("--system", default=None, help="system message")
+    _add_sampling_args(p, max_tokens=512)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from temper import commands
+
+    try:
+        return commands.COMMANDS[args.command](args)
+    except (TemperError, ValueError) as e:
+        print(f"temper {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

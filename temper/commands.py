@@ -1,0 +1,139 @@
+"""What each `temper` subcommand does (argument parsing lives in cli.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+import torch
+
+from temper.errors import ContextLengthExceededError, TemperError
+from temper.generation import GenerationStats, SamplingParams, stream_text
+from temper.models.loader import LoadedModel, load
+from temper.models.registry import REGISTRY, installed_size, resolve
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TemperError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        # NOTE: CPUs without native bf16 run bf16 matmuls ~100x slower than fp32 (DESIGN.md)
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def load_model(args: argparse.Namespace) -> LoadedModel:
+    device = pick_device(args.device)
+    loaded = load(resolve(args.model), device=device, dtype=pick_dtype(args.dtype, device))
+    if getattr(args, "stats", False):
+        print(f"[loaded {loaded.config.name or args.model} ({loaded.config.arch}) on {device} "
+              f"in {loaded.load_seconds:.2f} s]", file=sys.stderr)
+    return loaded
+
+
+def sampling_params(args: argparse.Namespace) -> SamplingParams:
+    return SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                          top_k=args.top_k, seed=args.seed, stop=tuple(args.stop))
+
+
+def print_stats(stats: GenerationStats) -> None:
+    print(f"[{stats.prompt_tokens} prompt tokens, {stats.completion_tokens} generated ({stats.finish_reason}); "
+          f"TTFT {stats.ttft_s * 1000:.0f} ms; decode {stats.decode_tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = []
+    for spec in REGISTRY.values():
+        size = installed_size(spec)
+        rows.append({"name": spec.name, "installed": size is not None, "size_mb": round((size or 0) / 1e6),
+                     "architecture": spec.architecture, "params": spec.params, "license": spec.license,
+                     "description": spec.description, "install": spec.install_hint()})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'NAME':24} {'INSTALLED':9} {'SIZE':>7} {'ARCH':7} {'PARAMS':6} {'LICENSE':19} DESCRIPTION")
+    for r in rows:
+        size = f"{r['size_mb']} MB" if r["installed"] else "-"
+        print(f"{r['name']:24} {'yes' if r['installed'] else 'no':9} {size:>7} {r['architecture']:7} "
+              f"{r['params']:6} {r['license']:19} {r['description']}")
+    for r in rows:
+        if not r["installed"]:
+            print(f"install {r['name']}: {r['install']}", file=sys.stderr)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    params = sampling_params(args)
+    loaded = load_model(args)
+    tok = loaded.tokenizer
+    use_chat = args.format == "chat" or (args.format == "auto" and tok.chat_template is not None)
+    if use_chat:
+        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        ids = tok.apply_chat_template(messages + [{"role": "user", "content": prompt}], tokenize=True)
+    else:
+        ids = tok.encode(prompt)
+    stats = GenerationStats()
+    for text in stream_text(loaded.model, tok, ids, params, stats):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    if args.stats:
+        print_stats(stats)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    params = sampling_params(args)
+    loaded = load_model(args)
+    tok, context = loaded.tokenizer, loaded.config.max_position_embeddings
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history: list[dict[str, str]] = []
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting with {args.model}; /reset clears the history, /exit or Ctrl-D quits", file=sys.stderr)
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
+            return 0
+        if not line.strip():
+            continue
+        if line.strip() == "/exit":
+            return 0
+        if line.strip() == "/reset":
+            history.clear()
+            print("[history cleared]", file=sys.stderr)
+            continue
+        history.append({"role": "user", "content": line})
+        ids = tok.apply_chat_template(system + history, tokenize=True)
+        while len(ids) + params.max_tokens > context and len(history) > 1:
+            del history[:2]  # forget the oldest exchange rather than fail
+            print("[context full: dropped the oldest exchange]", file=sys.stderr)
+            ids = tok.apply_chat_template(system + history, tokenize=True)
+        stats, reply = GenerationStats(), []
+        try:
+            for text in stream_text(loaded.model, tok, ids, params, stats):
+                reply.append(text)
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        except ContextLengthExceededError as e:
+            history.pop()
+            print(f"[{e}]", file=sys.stderr)
+            continue
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": "".join(reply)})
+        if args.stats:
+            print_stats(stats)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "models": cmd_models, "generate": cmd_generate, "chat": cmd_chat}
