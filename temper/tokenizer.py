@@ -44,11 +44,13 @@ _PRE_SPLITS = {**dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "falcon3", "s
 class Tokenizer:
     """A `tokenizers` pipeline plus special tokens and a chat template."""
 
-    def __init__(self, backend: Backend, bos_token: str | None = None, eos_token: str | None = None,
-                 chat_template: str | None = None, extra_eos_ids: Sequence[int] = (), **special: str | None):
+    def __init__(self, backend: Backend, *, bos_token: str | None = None, eos_token: str | None = None,
+                 unk_token: str | None = None, pad_token: str | None = None, chat_template: str | None = None,
+                 extra_eos_ids: Sequence[int] = ()):
         self.backend = backend
         self.chat_template = chat_template
-        self.special_tokens = {"bos_token": bos_token, "eos_token": eos_token, **special}
+        self.special_tokens = {"bos_token": bos_token, "eos_token": eos_token, "unk_token": unk_token,
+                               "pad_token": pad_token}  # also the template variables of the same names
         self.vocab_size: int = backend.get_vocab_size(with_added_tokens=True)
         self.bos_token_id = self.token_to_id(bos_token) if bos_token else None
         self.eos_token_id = self.token_to_id(eos_token) if eos_token else None
@@ -57,6 +59,7 @@ class Tokenizer:
         fallback = isinstance(backend.model, models.BPE) and backend.model.byte_fallback
         self._byte_ids = frozenset(self.token_to_id(f"<0x{b:02X}>") for b in range(256)) - {None} if fallback \
             else frozenset()
+        self._special_ids = frozenset(i for i, t in backend.get_added_tokens_decoder().items() if t.special)
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike, reader: gguf.GGUFReader | None = None) -> Tokenizer:
@@ -80,8 +83,13 @@ class Tokenizer:
         if not (folder / "tokenizer.json").is_file():
             raise ModelFormatError(f"{folder} has no tokenizer.json")
         backend = Backend.from_file(str(folder / "tokenizer.json"))
-        config = _read_json(folder / "tokenizer_config.json")
-        special = {k: _content(config.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+
+        def read_json(name: str) -> dict[str, Any]:
+            return json.loads((folder / name).read_text("utf-8")) if (folder / name).is_file() else {}
+
+        config = read_json("tokenizer_config.json")
+        special = {k: v.get("content") if isinstance(v := config.get(k), dict) else v  # str or AddedToken dict
+                   for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
         template = config.get("chat_template")
         if isinstance(template, list):  # [{"name": ..., "template": ...}, ...]
             named = {t["name"]: t["template"] for t in template}
@@ -92,7 +100,7 @@ class Tokenizer:
             backend.post_processor = _post_processor(backend, special["bos_token"], special["eos_token"],
                                                      bool(config.get("add_bos_token")),
                                                      bool(config.get("add_eos_token")))
-        eos = _read_json(folder / "generation_config.json").get("eos_token_id")
+        eos = read_json("generation_config.json").get("eos_token_id")
         extra = eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else []
         return cls(backend, chat_template=template, extra_eos_ids=extra, **special)
 
@@ -100,7 +108,7 @@ class Tokenizer:
         """Write tokenizer.json and tokenizer_config.json, loadable by transformers' AutoTokenizer."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.backend.save(str(folder / "tokenizer.json"))
+        self.backend.save(str(folder / "tokenizer.json"), pretty=False)
         config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
                                   **{k: v for k, v in self.special_tokens.items() if v is not None}}
         if self.chat_template is not None:
@@ -133,15 +141,15 @@ class Tokenizer:
         """Render `messages` with the chat template as transformers does; ids (no extra BOS) if `tokenize`."""
         if self.chat_template is None:
             raise ValueError("this tokenizer has no chat template; pass plain text instead")
-        if not isinstance(messages, list) or not messages:
+        if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
             raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
         for n, message in enumerate(messages):
             if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
                 raise ValueError(f"message {n} must be a dict with 'role' and 'content' keys, got {message!r}")
-        context = {k: v for k, v in self.special_tokens.items() if v is not None}
-        context.update(tools=None, documents=None)
-        text = _compile(self.chat_template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                                   **{**context, **kwargs})
+        context = {**{k: v for k, v in self.special_tokens.items() if v is not None}, "tools": None,
+                   "documents": None, **kwargs}
+        context.update(messages=list(messages), add_generation_prompt=add_generation_prompt)
+        text = _compile(self.chat_template).render(**context)
         return self.encode(text, add_special_tokens=False) if tokenize else text
 
     def incremental_decoder(self, prompt_ids: Sequence[int] = (), skip_special_tokens: bool = True
@@ -156,7 +164,7 @@ class IncrementalDecoder:
     Text is decoded over a short window of ids (the last emitted chunk plus the new ids) and the window's old
     text is subtracted, so a leading-space rule applies once per window and cancels out. Text is held back
     while it ends in U+FFFD (an incomplete UTF-8 character) or in a byte-fallback token (a later byte could
-    still turn the whole byte run invalid); `flush` releases what is held.
+    still turn the whole byte run invalid, even across a skipped special token); `flush` releases what is held.
     """
 
     _CONTEXT = 4  # prompt ids kept as left context, so the first token decodes as it would mid-text
@@ -164,17 +172,25 @@ class IncrementalDecoder:
     def __init__(self, tokenizer: Tokenizer, prompt_ids: Sequence[int] = (), skip_special_tokens: bool = True):
         self._tokenizer, self._skip = tokenizer, skip_special_tokens
         context = [int(i) for i in list(prompt_ids)[-self._CONTEXT:]] if len(prompt_ids) else []
-        while context and (context[-1] in tokenizer._byte_ids or self._decode(context).endswith("\ufffd")):
+        while context and (self._in_byte_run(context) or self._decode(context).endswith("\ufffd")):
             context.pop()  # start on a clean character boundary
         self._ids, self._read = context, len(context)  # the window, and where its new (unemitted) ids start
 
     def _decode(self, ids: list[int]) -> str:
         return self._tokenizer.backend.decode(ids, skip_special_tokens=self._skip)
 
+    def _in_byte_run(self, ids: list[int]) -> bool:
+        """Whether `ids` end in a byte-fallback token (ignoring special tokens that decoding skips)."""
+        tokenizer = self._tokenizer
+        for i in reversed(ids):
+            if not (self._skip and i in tokenizer._special_ids):
+                return i in tokenizer._byte_ids
+        return False
+
     def add(self, token_id: int) -> str:
         """Take one generated id; return the text it completes (possibly empty)."""
         self._ids.append(int(token_id))
-        return "" if self._ids[-1] in self._tokenizer._byte_ids else self._emit(final=False)
+        return "" if self._in_byte_run(self._ids) else self._emit(final=False)
 
     def flush(self) -> str:
         """Return whatever text is still held back (call once generation ends)."""
@@ -196,6 +212,11 @@ def _from_metadata(meta: dict[str, Any], where: str) -> Tokenizer:
     kind, tokens, types = get("model"), get("tokens"), get("token_type")
     if not tokens:
         raise ModelFormatError(f"{where} has no tokenizer.ggml.tokens")
+
+    def token(key: str) -> str | None:
+        i = get(f"{key}_token_id")
+        return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
+
     types = types.tolist() if types is not None else [0] * len(tokens)
     if kind == "gpt2":
         backend, vocab = _byte_level(tokens, get("merges"), get("pre"), where)
@@ -203,17 +224,18 @@ def _from_metadata(meta: dict[str, Any], where: str) -> Tokenizer:
         control = [t for t, k in zip(tokens, types) if k == _CONTROL and set(t) <= alphabet]
     elif kind == "llama":
         gemma = meta.get("general.architecture") in _GEMMA_ARCHS
+        unk = token("unknown") if gemma else None  # as GemmaTokenizer / LlamaTokenizer
         backend, vocab = _sentencepiece(tokens, get("scores"), get("merges"), gemma, get("add_space_prefix", True),
-                                        _special(tokens, get("unknown_token_id")))
+                                        unk)
         control = [t for t, k in zip(tokens, types) if k == _CONTROL]
     else:
         raise ModelFormatError(f"{where}: GGUF tokenizer model {kind!r} is not supported (only 'gpt2' and 'llama')")
-    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in control])
+    special = {f"{name}_token": token(key) for name, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"),
+                                                              ("pad", "padding"))}
+    control += [t for t in special.values() if t in vocab]  # transformers makes these special too
+    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in dict.fromkeys(control)])
     backend.add_tokens([AddedToken(t, normalized=False, special=False)
                         for t, k in zip(tokens, types) if k == _USER_DEFINED and t in vocab])
-    special = {name: _special(tokens, get(f"{key}_token_id"))
-               for name, key in (("bos_token", "bos"), ("eos_token", "eos"), ("unk_token", "unknown"),
-                                 ("pad_token", "padding"))}
     backend.post_processor = _post_processor(backend, special["bos_token"], special["eos_token"],
                                              bool(get("add_bos_token", kind == "llama")),
                                              bool(get("add_eos_token", False)))
@@ -254,7 +276,7 @@ def _sentencepiece(tokens: list[str], scores: np.ndarray | None, merges: list[st
     if gemma:
         backend.normalizer = normalizers.Replace(" ", "\u2581")
         backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
-    else:
+    else:  # transformers always prepends "▁" here; we follow the file's add_space_prefix, as llama.cpp does
         backend.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first" if prefix_space else "never",
                                                          split=False)
         tail += [decoders.Strip(" ", 1, 0)] if prefix_space else []
@@ -277,8 +299,9 @@ def _derive_merges(tokens: list[str], rank: np.ndarray, distinct: int) -> list[t
     """All splits of a token into two tokens, ordered as transformers' `generate_merges` orders them.
 
     Order: token rank, then longer left part first, then file order. Substrings are matched by 64-bit
-    rolling hashes in numpy (a Python loop takes ~2 s on Gemma's 262k tokens); on a hash collision between
-    two tokens we fall back to that loop.
+    rolling hashes in numpy (a Python loop takes ~2 s on Gemma's 262k tokens). Two tokens with the same hash
+    send us to that loop; a non-token substring hashing like a token (odds ~1e-8) would make tokenizers
+    reject the merge list, never pass silently.
     """
     lens = np.fromiter(map(len, tokens), np.int64, len(tokens))
     start = np.zeros(len(tokens) + 1, np.int64)
@@ -396,36 +419,20 @@ def _byte_alphabet() -> list[str]:
     return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
 
 
-def _special(tokens: list[str], index: int | None) -> str | None:
-    return tokens[index] if index is not None and 0 <= index < len(tokens) else None
-
-
-def _content(token: Any) -> str | None:
-    """A special token from tokenizer_config.json: a string or an AddedToken dict."""
-    return token.get("content") if isinstance(token, dict) else token
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _raise(message: str) -> None:
-    import jinja2
-
-    raise jinja2.exceptions.TemplateError(message)
-
-
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
-            sort_keys: bool = False) -> str:
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
 @lru_cache(maxsize=16)
 def _compile(template: str) -> jinja2.Template:
     """A chat template compiled in the sandboxed environment transformers uses."""
+    import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
+               sort_keys: bool = False) -> str:  # unlike jinja's own, no HTML escaping
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = _tojson
-    env.globals.update(raise_exception=_raise, strftime_now=lambda fmt: datetime.now().strftime(fmt))
+    env.filters["tojson"] = tojson
+    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
     return env.from_string(template)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from temper.models.config import ModelConfig
-from temper.models.layers import Attention, GatedMLP, KVCache, RMSNorm
+from temper.models.layers import Attention, AttentionMeta, GatedMLP, KVCache, RMSNorm
 from temper.models.transformer import CausalLM
 
 
@@ -21,10 +21,8 @@ class Gemma3Block(nn.Module):
         self.mlp = GatedMLP(config)
         self.post_feedforward_layernorm = RMSNorm(d, eps, unit_offset=True)
 
-    def forward(self, x: torch.Tensor, rope, positions: torch.Tensor, cache: KVCache | None,
-                key_valid: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.post_attention_layernorm(
-            self.self_attn(self.input_layernorm(x), rope, positions, cache, key_valid))
+    def forward(self, x: torch.Tensor, rope, meta: AttentionMeta, cache: KVCache | None) -> torch.Tensor:
+        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), rope, meta, cache))
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
 
 

@@ -140,4 +140,4 @@ def iter_tensors(reader, config: ModelConfig) -> Iterator[tuple[str, np.ndarray]
             w = unpermute_rope(w, config.num_kv_heads)
         elif config.family == "gemma3" and name.endswith("norm.weight"):
             w = w - 1.0  # llama.cpp stores Gemma's (1 + w) norm scale
-        yield name, w
+        yield name, w if w.flags.writeable else w.copy()

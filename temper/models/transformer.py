@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from temper.models.config import ModelConfig
-from temper.models.layers import KVCache, RMSNorm, rope_cos_sin, rope_inv_freq
+from temper.models.layers import AttentionMeta, KVCache, RMSNorm, rope_cos_sin, rope_inv_freq
 
 
 class Backbone(nn.Module):
@@ -33,6 +33,7 @@ class CausalLM(nn.Module):
         self.config = config
         self.model = Backbone(config, block_cls)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.windows = {config.layer_window(i) for i in range(config.num_layers)}
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.reset_buffers()
@@ -71,9 +72,10 @@ class CausalLM(nn.Module):
         rope_local = rope_full if self.config.rope_local_theta is None else rope_cos_sin(
             self.inv_freq_local, positions, h.dtype)
         key_valid = None if key_valid is None else key_valid.bool()
+        meta = AttentionMeta.build(positions, self.windows, cache is not None, key_valid)
         for layer in self.model.layers:
             rope = rope_local if layer.self_attn.window is not None else rope_full
-            h = layer(h, rope, positions, cache, key_valid)
+            h = layer(h, rope, meta, cache)
         return self.model.norm(h)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,118 @@
+"""Single-stream latency: load time, prefill, TTFT and decode speed of temper vs HF transformers, with the
+memory-bandwidth limit of batch-1 decode.
+
+    python benchmarks/latency.py [--models smollm2-135m-instruct gemma3-270m] [--prompt-len 128] [--gen 128]
+
+Prints a table, then one JSON line. Numbers are medians over --runs runs after a warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+
+import torch
+
+from temper.generation import GenerationStats, SamplingParams, generate_ids
+from temper.models.loader import converted_folder, load
+from temper.models.registry import resolve
+
+
+def memory_bandwidth_gbs(nbytes: int = 512 << 20, runs: int = 5) -> float:
+    """Copy bandwidth (read + write) of a large fp32 tensor, in GB/s."""
+    src = torch.ones(nbytes // 4)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * nbytes / best / 1e9
+
+
+def temper_run(loaded, prompt: list[int], gen: int) -> GenerationStats:
+    stats = GenerationStats()
+    params = SamplingParams(max_tokens=gen, temperature=0.0, ignore_eos=True)
+    for _ in generate_ids(loaded.model, prompt, params, loaded.tokenizer.eos_token_ids, stats):
+        pass
+    return stats
+
+
+@torch.inference_mode()
+def hf_run(model, prompt: list[int], gen: int) -> GenerationStats:
+    """transformers' own generate loop (greedy, its dynamic KV cache), timed the same way."""
+    ids = torch.tensor([prompt])
+    t = time.perf_counter()
+    model(ids[:, :], use_cache=False)  # prefill alone gives TTFT
+    ttft = time.perf_counter() - t
+    t = time.perf_counter()
+    model.generate(ids, max_new_tokens=gen, min_new_tokens=gen, do_sample=False, pad_token_id=0)
+    total = time.perf_counter() - t
+    # the generate call prefills again: its decode time is total minus one prefill
+    return GenerationStats(prompt_tokens=len(prompt), completion_tokens=gen, ttft_s=ttft, total_s=total)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "gemma3-270m"])
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--gen", type=int, default=128)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-hf", action="store_true", help="skip the transformers anchor")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    bandwidth = memory_bandwidth_gbs()
+    rows = []
+    for name in args.models:
+        path = resolve(name)
+        converted_folder(path)  # conversion is a one-time cost; the load below is what users wait for each time
+        loads = []
+        for _ in range(args.runs):
+            loaded = load(path)
+            loads.append(loaded.load_seconds)
+        cfg = loaded.config
+        prompt = torch.randint(100, min(cfg.vocab_size, 30000), (args.prompt_len,)).tolist()
+        temper_run(loaded, prompt, 8)  # warm-up
+        runs = [temper_run(loaded, prompt, args.gen) for _ in range(args.runs)]
+        weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+        kv_bytes = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4 * (args.prompt_len + args.gen // 2)
+        limit = bandwidth * 1e9 / (weight_bytes + kv_bytes)
+        row = {"model": name, "engine": "temper", "load_s": statistics.median(loads),
+               "ttft_ms": 1000 * statistics.median(r.ttft_s for r in runs),
+               "decode_tok_s": statistics.median(r.decode_tokens_per_s for r in runs),
+               "limit_tok_s": limit}
+        row["gbs"] = row["decode_tok_s"] * (weight_bytes + kv_bytes) / 1e9
+        rows.append(row)
+        if not args.no_hf:
+            import transformers
+
+            t = time.perf_counter()
+            hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                                   dtype=torch.float32).eval()
+            hf_load = time.perf_counter() - t
+            hf_run(hf, prompt, 8)
+            hruns = [hf_run(hf, prompt, args.gen) for _ in range(args.runs)]
+            ttft = statistics.median(r.ttft_s for r in hruns)
+            total = statistics.median(r.total_s for r in hruns)
+            decode = (args.gen - 1) / (total - ttft)
+            rows.append({"model": name, "engine": "transformers", "load_s": hf_load, "ttft_ms": 1000 * ttft,
+                         "decode_tok_s": decode, "limit_tok_s": limit,
+                         "gbs": decode * (weight_bytes + kv_bytes) / 1e9})
+            del hf
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, fp32, copy bandwidth {bandwidth:.1f} GB/s, commit {commit}")
+    print(f"prompt {args.prompt_len} tokens, {args.gen} generated, batch 1, greedy, median of {args.runs}")
+    print(f"{'model':24} {'engine':13} {'load s':>7} {'TTFT ms':>8} {'decode tok/s':>13} {'GB/s':>6} {'limit tok/s':>12}")
+    for r in rows:
+        print(f"{r['model']:24} {r['engine']:13} {r['load_s']:7.2f} {r['ttft_ms']:8.0f} {r['decode_tok_s']:13.1f} "
+              f"{r['gbs']:6.1f} {r['limit_tok_s']:12.1f}")
+    print(json.dumps({"benchmark": "latency", "commit": commit, "bandwidth_gbs": bandwidth,
+                      "prompt_len": args.prompt_len, "gen": args.gen, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The `temper` CLI end to end, in a subprocess, with the real packaged models."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+def temper(*args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "temper.cli", *args], input=stdin, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_models_lists_both_packaged_models():
+    out = temper("models", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["smollm2-135m-instruct"]["installed"] and rows["smollm2-135m-instruct"]["license"] == "Apache-2.0"
+    assert rows["gemma3-270m"]["architecture"] == "gemma3" and rows["gemma3-270m"]["size_mb"] > 200
+
+
+def test_default_model_answers_paris():
+    out = temper("generate", "What is the capital of France?", "--temperature", "0", "--max-tokens", "24",
+                 "--stats")
+    assert out.returncode == 0, out.stderr
+    assert "Paris" in out.stdout
+    assert "tokens/s" in out.stderr
+
+
+def test_stop_string_ends_the_answer():
+    out = temper("generate", "What is the capital of France?", "--temperature", "0", "--max-tokens", "24",
+                 "--stop", "Paris")
+    assert out.returncode == 0, out.stderr
+    assert "Paris" not in out.stdout and "capital of France" in out.stdout
+
+
+def test_gemma_base_continues_text():
+    prompt = "The three primary colors are"
+    out = temper("generate", "-m", "gemma3-270m", prompt, "--temperature", "0", "--max-tokens", "16",
+                 "--format", "raw")
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.strip()) > 10
+
+
+def test_chat_reads_stdin_and_keeps_history():
+    out = temper("chat", "--temperature", "0", "--max-tokens", "20", "--stats",
+                 stdin="My name is Ada.\nWhat is my name?\n")
+    assert out.returncode == 0, out.stderr
+    turns = re.findall(r"\[(\d+) prompt tokens, (\d+) generated", out.stderr)
+    assert len(turns) == 2, out.stderr
+    (p1, c1), (p2, _) = [(int(p), int(c)) for p, c in turns]
+    # the second prompt holds the first exchange: its prompt, the reply, and the new question
+    assert p2 > p1 + c1, out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("generate", "-m", "no-such-model", "hi"), "unknown model 'no-such-model'"),
+    (("generate", "hi", "--max-tokens", "9000"), "context is 8192 tokens"),
+    (("generate", "hi", "--temperature", "-1"), "temperature must be in"),
+])
+def test_errors_are_one_line(args, message):
+    out = temper(*args)
+    assert out.returncode == 2
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
