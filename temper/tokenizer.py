@@ -139,7 +139,10 @@ class Tokenizer:
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tokenize: bool = False,
                             **kwargs: Any) -> str | list[int]:
         """Render `messages` with the chat template as transformers does; ids (no extra BOS) if `tokenize`."""
-        if self.chat_template is None:
+        # NOTE: a model file without a template (a base model) still chats in its vocabulary's turn format,
+        # but `chat_template` stays None so that callers can tell a base model from an instruct one
+        template = self.chat_template or default_chat_template(lambda t: self.token_to_id(t) is not None)
+        if template is None:
             raise ValueError("this tokenizer has no chat template; pass plain text instead")
         if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
             raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
@@ -149,7 +152,7 @@ class Tokenizer:
         context = {**{k: v for k, v in self.special_tokens.items() if v is not None}, "tools": None,
                    "documents": None, **kwargs}
         context.update(messages=list(messages), add_generation_prompt=add_generation_prompt)
-        text = _compile(self.chat_template).render(**context)
+        text = _compile(template).render(**context)
         return self.encode(text, add_special_tokens=False) if tokenize else text
 
     def incremental_decoder(self, prompt_ids: Sequence[int] = (), skip_special_tokens: bool = True
@@ -165,6 +168,8 @@ class IncrementalDecoder:
     text is subtracted, so a leading-space rule applies once per window and cancels out. Text is held back
     while it ends in U+FFFD (an incomplete UTF-8 character) or in a byte-fallback token (a later byte could
     still turn the whole byte run invalid, even across a skipped special token); `flush` releases what is held.
+    The last prompt ids are left context: with a decoder that strips the text's first space (Llama-style
+    SentencePiece), a continuation keeps its leading space; byte-level and Gemma decoders are unaffected.
     """
 
     _CONTEXT = 4  # prompt ids kept as left context, so the first token decodes as it would mid-text
@@ -239,8 +244,7 @@ def _from_metadata(meta: dict[str, Any], where: str) -> Tokenizer:
     backend.post_processor = _post_processor(backend, special["bos_token"], special["eos_token"],
                                              bool(get("add_bos_token", kind == "llama")),
                                              bool(get("add_eos_token", False)))
-    template = meta.get("tokenizer.chat_template") or default_chat_template(lambda t: t in vocab)
-    return Tokenizer(backend, chat_template=template, **special)
+    return Tokenizer(backend, chat_template=meta.get("tokenizer.chat_template"), **special)
 
 
 def _byte_level(tokens: list[str], merges: list[str] | None, pre: str | None, where: str
@@ -398,17 +402,22 @@ def _read_value(buf: memoryview, pos: int, kind: int, keep: bool) -> tuple[Any, 
     if item in _SCALARS:  # numbers: one numpy copy (a view would pin the file's mapping)
         size = struct.calcsize(_SCALARS[item])
         return (np.frombuffer(buf, _SCALARS[item], n, pos).copy() if keep else None), pos + n * size
-    values = []
-    for _ in range(n):
-        if item == 8:
-            (length,) = struct.unpack_from("<Q", buf, pos)
-            if keep:
-                values.append(str(buf[pos + 8:pos + 8 + length], "utf-8", "replace"))
-            pos += 8 + length
-        else:
+    if item != 8:  # arrays of arrays
+        values = []
+        for _ in range(n):
             value, pos = _read_value(buf, pos, item, keep)
             values.append(value)
-    return (values if keep else None), pos
+        return (values if keep else None), pos
+    start, bounds, unpack = pos, [], struct.Struct("<Q").unpack_from
+    for _ in range(n):  # strings: find them all, then decode from one bytes copy (much faster than per slice)
+        (length,) = unpack(buf, pos)
+        bounds.append(pos + 8 - start)
+        pos += 8 + length
+    if not keep:
+        return None, pos
+    region = bytes(buf[start:pos])
+    bounds.append(pos - start + 8)
+    return [region[a:b - 8].decode("utf-8", "replace") for a, b in zip(bounds, bounds[1:])], pos
 
 
 @lru_cache(maxsize=1)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from temper.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-CONVERTED_FORMAT = 1  # bump when the converted folder's layout changes
+CONVERTED_FORMAT = 2  # bump when the converted folder's layout changes
 
 
 @dataclass
@@ -84,9 +84,13 @@ def load_gguf(path: Path, device: str | torch.device = "cpu",
     """Parse and dequantize a GGUF file directly (no cache)."""
     from temper.tokenizer import Tokenizer
 
+    from tqdm import tqdm
+
     reader = open_gguf(path)
     config = config_from_gguf(reader)
-    state = {name: torch.from_numpy(w) for name, w in iter_tensors(reader, config)}
+    tensors = tqdm(iter_tensors(reader, config), total=len(reader.tensors), unit="tensor", leave=False,
+                   desc=f"dequantizing {path.name}")
+    state = {name: torch.from_numpy(w) for name, w in tensors}
     model = _materialize(config, state, device, dtype)
     return model, config, Tokenizer.from_gguf(path, reader=reader)
 
@@ -99,7 +103,7 @@ def converted_folder(path: Path) -> Path:
     folder = cache_dir() / "converted" / f"{file_sha256(path)[:32]}-v{CONVERTED_FORMAT}"
     if (folder / "config.json").exists():
         return folder
-    log.info("converting %s to %s (once)", path, folder)
+    log.warning("first use of %s: converting it once to %s", path.name, folder)
     model, config, tokenizer = load_gguf(path)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))

@@ -107,3 +107,13 @@ def test_save_pretrained_loads_in_transformers(pair, tmp_path):
     ids = _prompts(config.vocab_size)[-1][None]
     assert_close(again(ids).logits, hf(ids).logits, atol=1e-6, what=f"{name} saved by temper")
     assert read_config(tmp_path).layer_types == config.layer_types
+
+
+@torch.no_grad()
+def test_sharded_checkpoint(pair, tmp_path):
+    name, config, hf, ours, _, _ = pair
+    hf.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    sharded, _ = load_pretrained_weights(tmp_path)
+    ids = _prompts(config.vocab_size)[-1][None]
+    assert torch.equal(sharded(ids), ours(ids))
