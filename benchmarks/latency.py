@@ -1,5 +1,5 @@
-"""Single-stream latency: load time, prefill, TTFT and decode speed of temper vs HF transformers, with the
-memory-bandwidth limit of batch-1 decode.
+"""Single-stream latency: load time, TTFT and decode speed of temper vs HF transformers, against two ceilings
+of batch-1 decode: the memory read bandwidth, and the speed of fp32 matrix-vector products on this CPU.
 
     python benchmarks/latency.py [--models smollm2-135m-instruct gemma3-270m] [--prompt-len 128] [--gen 128]
 
@@ -21,16 +21,25 @@ from temper.models.loader import converted_folder, load
 from temper.models.registry import resolve
 
 
-def memory_bandwidth_gbs(nbytes: int = 512 << 20, runs: int = 5) -> float:
-    """Copy bandwidth (read + write) of a large fp32 tensor, in GB/s."""
-    src = torch.ones(nbytes // 4)
-    dst = torch.empty_like(src)
-    best = float("inf")
-    for _ in range(runs):
-        t = time.perf_counter()
-        dst.copy_(src)
-        best = min(best, time.perf_counter() - t)
-    return 2 * nbytes / best / 1e9
+def read_bandwidth_gbs(nbytes: int = 512 << 20, runs: int = 5) -> float:
+    """Memory read bandwidth: summing a large fp32 tensor, in GB/s (the physical limit of decode)."""
+    x = torch.ones(nbytes // 4)
+    best = min(_timed(x.sum) for _ in range(runs))
+    return nbytes / best / 1e9
+
+
+def gemv_bandwidth_gbs(rows: int = 1536, cols: int = 576, count: int = 200, runs: int = 3) -> float:
+    """Weight bytes per second that fp32 matrix-vector products reach on this CPU (the fp32 ceiling)."""
+    weights = [torch.randn(rows, cols) for _ in range(count)]
+    x = torch.randn(1, cols)
+    best = min(_timed(lambda: [torch.nn.functional.linear(x, w) for w in weights]) for _ in range(runs))
+    return rows * cols * 4 * count / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def temper_run(loaded, prompt: list[int], gen: int) -> GenerationStats:
@@ -64,7 +73,7 @@ def main() -> None:
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers anchor")
     args = ap.parse_args()
     torch.manual_seed(0)
-    bandwidth = memory_bandwidth_gbs()
+    bandwidth, gemv = read_bandwidth_gbs(), gemv_bandwidth_gbs()
     rows = []
     for name in args.models:
         path = resolve(name)
@@ -83,7 +92,7 @@ def main() -> None:
         row = {"model": name, "engine": "temper", "load_s": statistics.median(loads),
                "ttft_ms": 1000 * statistics.median(r.ttft_s for r in runs),
                "decode_tok_s": statistics.median(r.decode_tokens_per_s for r in runs),
-               "limit_tok_s": limit}
+               "limit_tok_s": limit, "gemv_limit_tok_s": gemv * 1e9 / (weight_bytes + kv_bytes)}
         row["gbs"] = row["decode_tok_s"] * (weight_bytes + kv_bytes) / 1e9
         rows.append(row)
         if not args.no_hf:
@@ -99,18 +108,19 @@ def main() -> None:
             total = statistics.median(r.total_s for r in hruns)
             decode = (args.gen - 1) / (total - ttft)
             rows.append({"model": name, "engine": "transformers", "load_s": hf_load, "ttft_ms": 1000 * ttft,
-                         "decode_tok_s": decode, "limit_tok_s": limit,
+                         "decode_tok_s": decode, "limit_tok_s": limit, "gemv_limit_tok_s": rows[-1]["gemv_limit_tok_s"],
                          "gbs": decode * (weight_bytes + kv_bytes) / 1e9})
             del hf
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, fp32, copy bandwidth {bandwidth:.1f} GB/s, commit {commit}")
+          f"torch {torch.__version__}, fp32, read bandwidth {bandwidth:.1f} GB/s, fp32 GEMV {gemv:.1f} GB/s, "
+          f"commit {commit}")
     print(f"prompt {args.prompt_len} tokens, {args.gen} generated, batch 1, greedy, median of {args.runs}")
-    print(f"{'model':24} {'engine':13} {'load s':>7} {'TTFT ms':>8} {'decode tok/s':>13} {'GB/s':>6} {'limit tok/s':>12}")
+    print(f"{'model':24} {'engine':13} {'load s':>7} {'TTFT ms':>8} {'decode tok/s':>13} {'GB/s':>6} {'GEMV-bound':>11} {'BW-bound':>9}")
     for r in rows:
         print(f"{r['model']:24} {r['engine']:13} {r['load_s']:7.2f} {r['ttft_ms']:8.0f} {r['decode_tok_s']:13.1f} "
-              f"{r['gbs']:6.1f} {r['limit_tok_s']:12.1f}")
-    print(json.dumps({"benchmark": "latency", "commit": commit, "bandwidth_gbs": bandwidth,
+              f"{r['gbs']:6.1f} {r['gemv_limit_tok_s']:11.1f} {r['limit_tok_s']:9.1f}")
+    print(json.dumps({"benchmark": "latency", "commit": commit, "read_bandwidth_gbs": bandwidth, "gemv_gbs": gemv,
                       "prompt_len": args.prompt_len, "gen": args.gen, "rows": rows}))
 
 
