@@ -23,10 +23,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
     d = SamplingParams()
+    unset = "default: the model's recommended setting, else {}"
     p.add_argument("--max-tokens", type=int, default=max_tokens, help="most new tokens to generate")
-    p.add_argument("--temperature", type=float, default=d.temperature, help="0 is greedy")
-    p.add_argument("--top-p", type=float, default=d.top_p)
-    p.add_argument("--top-k", type=int, default=d.top_k, help="0 keeps all tokens")
+    p.add_argument("--temperature", type=float, default=None, help="0 is greedy; " + unset.format(d.temperature))
+    p.add_argument("--top-p", type=float, default=None, help=unset.format(d.top_p))
+    p.add_argument("--top-k", type=int, default=None, help="0 keeps all tokens; " + unset.format(d.top_k))
     p.add_argument("--seed", type=int, default=None, help="fix the sampling for reproducible output")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--stats", action="store_true", help="print load time, TTFT and tokens/s to stderr")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable
 
@@ -12,6 +13,8 @@ from temper.errors import ContextLengthExceededError, TemperError
 from temper.generation import GenerationStats, SamplingParams, stream_text
 from temper.models.loader import LoadedModel, load
 from temper.models.registry import REGISTRY, installed_size, resolve
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(name: str) -> torch.device:
@@ -40,8 +43,13 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
 
 
 def sampling_params(args: argparse.Namespace) -> SamplingParams:
-    return SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-                          top_k=args.top_k, seed=args.seed, stop=tuple(args.stop))
+    """The user's flags, then the registered model's recommended settings, then SamplingParams' defaults."""
+    spec = REGISTRY.get(args.model)
+    chosen = dict(spec.sampling_defaults) if spec else {}
+    chosen.update({k: v for k in ("temperature", "top_p", "top_k") if (v := getattr(args, k)) is not None})
+    params = SamplingParams(max_tokens=args.max_tokens, seed=args.seed, stop=tuple(args.stop), **chosen)
+    log.info("sampling: %s", params)
+    return params
 
 
 def print_stats(stats: GenerationStats) -> None:

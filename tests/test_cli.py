@@ -39,10 +39,11 @@ def test_stop_string_ends_the_answer():
 
 def test_gemma_base_continues_text():
     prompt = "The three primary colors are"
-    out = temper("generate", "-m", "gemma3-270m", prompt, "--temperature", "0", "--max-tokens", "16",
-                 "--format", "raw")
+    out = temper("generate", "-m", "gemma3-270m", prompt, "--temperature", "0", "--max-tokens", "16", "--stats")
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.strip()) > 10
+    # a base model ships no chat template, so `--format auto` sends the text as is: <bos> + 5 tokens
+    assert "[6 prompt tokens" in out.stderr, out.stderr
 
 
 def test_chat_reads_stdin_and_keeps_history():

