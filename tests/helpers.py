@@ -12,3 +12,15 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol
     torch.testing.assert_close(actual.float(), expected.float(), atol=atol, rtol=rtol,
                                msg=lambda m: f"{what}: max abs diff {max_diff:.3g}, mean {mean_diff:.3g}\n{m}")
     return max_diff
+
+
+def compare_padded_batch(ours, hf, prompts: list[torch.Tensor], atol: float, what: str) -> None:
+    """Our logits for prompts right-padded into one batch against transformers' for each prompt alone."""
+    T = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), T, dtype=torch.long)
+    valid = torch.zeros(len(prompts), T, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, : len(p)], valid[i, : len(p)] = p, True
+    logits = ours(ids, key_valid=valid)
+    for i, p in enumerate(prompts):
+        assert_close(logits[i, : len(p)], hf(p[None]).logits[0], atol=atol, what=f"{what}, prompt of {len(p)} tokens")

@@ -8,7 +8,7 @@ import torch
 
 from temper.models import ModelConfig
 from temper.models.loader import load_pretrained_weights, read_config, save_pretrained
-from tests.helpers import assert_close
+from tests.helpers import assert_close, compare_padded_batch
 
 transformers = pytest.importorskip("transformers")
 
@@ -69,15 +69,7 @@ def test_config_round_trip(pair):
 def test_logits_match_transformers_padded_batch(pair):
     name, config, hf, ours, _, _ = pair
     prompts = _prompts(config.vocab_size)
-    T = max(LENGTHS)
-    ids = torch.zeros(len(prompts), T, dtype=torch.long)
-    valid = torch.zeros(len(prompts), T, dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        ids[i, : len(p)], valid[i, : len(p)] = p, True
-    logits = ours(ids, key_valid=valid)
-    for i, p in enumerate(prompts):
-        expected = hf(p[None]).logits[0]
-        assert_close(logits[i, : len(p)], expected, atol=2e-5, what=f"{name} len {len(p)}")
+    compare_padded_batch(ours, hf, prompts, atol=2e-5, what=name)
 
 
 @torch.no_grad()

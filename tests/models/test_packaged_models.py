@@ -7,7 +7,7 @@ import torch
 from temper.models.gguf_file import config_from_gguf, iter_tensors, open_gguf
 from temper.models.loader import _materialize
 from temper.models.registry import resolve
-from tests.helpers import assert_close
+from tests.helpers import compare_padded_batch
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # transformers' GGUF loading needs it
@@ -29,12 +29,4 @@ def test_logits_equal_transformers(name):
                                                            dtype=torch.float32).eval()
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(10, 40000, (n,), generator=g) for n in LENGTHS]
-    T = max(LENGTHS)
-    ids = torch.zeros(len(prompts), T, dtype=torch.long)
-    valid = torch.zeros(len(prompts), T, dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        ids[i, : len(p)], valid[i, : len(p)] = p, True
-    logits = ours(ids, key_valid=valid)
-    for i, p in enumerate(prompts):
-        expected = hf(p[None]).logits[0]
-        assert_close(logits[i, : len(p)], expected, atol=1e-3, what=f"{name} prompt of {len(p)} tokens")
+    compare_padded_batch(ours, hf, prompts, atol=1e-3, what=name)
