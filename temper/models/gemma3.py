@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from temper.models.config import ModelConfig
-from temper.models.layers import Attention, AttentionMeta, GatedMLP, KVCache, RMSNorm
+from temper.models.attention import AttentionContext
+from temper.models.layers import Attention, GatedMLP, RMSNorm
 from temper.models.transformer import CausalLM
 
 
@@ -21,8 +22,8 @@ class Gemma3Block(nn.Module):
         self.mlp = GatedMLP(config)
         self.post_feedforward_layernorm = RMSNorm(d, eps, unit_offset=True)
 
-    def forward(self, x: torch.Tensor, rope, meta: AttentionMeta, cache: KVCache | None) -> torch.Tensor:
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), rope, meta, cache))
+    def forward(self, x: torch.Tensor, rope, ctx: AttentionContext) -> torch.Tensor:
+        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), rope, ctx))
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
 
 

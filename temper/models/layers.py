@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from temper.models.config import ModelConfig
+
+if TYPE_CHECKING:
+    from temper.models.attention import AttentionContext
 
 
 class RMSNorm(nn.Module):
@@ -61,41 +65,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
-def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None,
-                   k_valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean mask (B, 1, Tq, Tk): a query sees keys at positions <= its own, within `window` if given."""
-    q = q_pos[:, None, :, None]
-    k = k_pos[:, None, None, :]
-    mask = k <= q
-    if window is not None:
-        mask = mask & (q - k < window)
-    if k_valid is not None:
-        mask = mask & k_valid[:, None, None, :]
-    return mask
-
-
-@dataclass
-class AttentionMeta:
-    """What every layer's attention needs for one forward pass, computed once per pass."""
-
-    positions: torch.Tensor  # (B, T) position of each query token
-    num_keys: int  # keys to attend over: T without a cache, max position + 1 with one
-    masks: dict[int | None, torch.Tensor]  # sliding window (None: full) -> boolean mask (B, 1, T, num_keys)
-
-    @classmethod
-    def build(cls, positions: torch.Tensor, windows: set[int | None], has_cache: bool,
-              key_valid: torch.Tensor | None = None) -> AttentionMeta:
-        """Without a cache keys are the queries (padding marked by `key_valid`); with one, slot p holds
-        position p, and the slots up to a query's position were all written by its own sequence."""
-        if has_cache:
-            num_keys = int(positions.max()) + 1
-            k_pos = torch.arange(num_keys, device=positions.device).expand(positions.shape[0], num_keys)
-            key_valid = None
-        else:
-            num_keys, k_pos = positions.shape[1], positions
-        return cls(positions, num_keys, {w: attention_mask(positions, k_pos, w, key_valid) for w in windows})
-
-
 @dataclass
 class KVCache:
     """A contiguous KV cache: slot `p` of a sequence holds the keys and values of its token at position `p`."""
@@ -113,11 +82,6 @@ class KVCache:
     @property
     def max_len(self) -> int:
         return self.k[0].shape[2]
-
-
-# Up to this many query tokens per sequence, attention runs as plain matmuls: PyTorch's CPU SDPA kernel costs
-# milliseconds per call on a decode step (measured: 5.7 ms vs ~0.1 ms on SmolLM2-135M, 2-core EPYC).
-EAGER_MAX_QUERIES = 16
 
 
 class Attention(nn.Module):
@@ -141,8 +105,7 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], meta: AttentionMeta,
-                cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
@@ -151,38 +114,8 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q.transpose(1, 2), *rope)  # (B, H, T, D)
         k = apply_rope(k.transpose(1, 2), *rope)
-        if cache is not None:
-            k, v = self._update_cache(cache, k, v, meta)
-        mask = meta.masks[self.window]
-        if self.softcap is None and T > EAGER_MAX_QUERIES:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
-                                                 enable_gqa=self.num_heads != self.num_kv_heads)
-        else:
-            out = self._grouped_attention(q, k, v, mask)
+        out = ctx.attend(self, q, k, v)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
-
-    def _update_cache(self, cache: KVCache, k: torch.Tensor, v: torch.Tensor, meta: AttentionMeta):
-        kc, vc = cache.k[self.layer], cache.v[self.layer]
-        B, H, T, D = k.shape
-        idx = meta.positions[:, None, :, None].expand(B, H, T, D)
-        kc.scatter_(2, idx, k)
-        vc.scatter_(2, idx, v)
-        n = meta.num_keys
-        return kc[:, :, :n], vc[:, :, :n]
-
-    def _grouped_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                           mask: torch.Tensor) -> torch.Tensor:
-        """Attention as two batched matmuls, the query heads of a group stacked against their shared KV head."""
-        B, H, T, D = q.shape
-        rep = H // self.num_kv_heads
-        q = q.reshape(B, self.num_kv_heads, rep * T, D)  # (B, Hkv, rep*T, D)
-        scores = (q @ k.transpose(-1, -2)).float() * self.scale  # (B, Hkv, rep*T, S)
-        if self.softcap is not None:
-            scores = torch.tanh(scores / self.softcap) * self.softcap
-        S = scores.shape[-1]
-        mask = mask[:, :, None].expand(B, 1, rep, T, S).reshape(B, 1, rep * T, S)
-        probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1).to(v.dtype)
-        return (probs @ v).view(B, H, T, D)
 
 
 class GatedMLP(nn.Module):

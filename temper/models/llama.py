@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from temper.models.config import ModelConfig
-from temper.models.layers import Attention, AttentionMeta, GatedMLP, KVCache, RMSNorm
+from temper.models.attention import AttentionContext
+from temper.models.layers import Attention, GatedMLP, RMSNorm
 from temper.models.transformer import CausalLM
 
 
@@ -17,8 +18,8 @@ class LlamaBlock(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = GatedMLP(config)
 
-    def forward(self, x: torch.Tensor, rope, meta: AttentionMeta, cache: KVCache | None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, meta, cache)
+    def forward(self, x: torch.Tensor, rope, ctx: AttentionContext) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rope, ctx)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from temper.models.config import ModelConfig
-from temper.models.layers import AttentionMeta, KVCache, RMSNorm, rope_cos_sin, rope_inv_freq
+from temper.models.attention import AttentionContext, DenseContext
+from temper.models.layers import KVCache, RMSNorm, rope_cos_sin, rope_inv_freq
 
 
 class Backbone(nn.Module):
@@ -61,21 +62,26 @@ class CausalLM(nn.Module):
         return KVCache.allocate(self.config, batch_size, max_len, self.device, self.dtype)
 
     def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
-                      cache: KVCache | None = None, key_valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Final-norm hidden states (B, T, d). `key_valid` (B, T) marks padding to ignore without a cache."""
+                      cache: KVCache | None = None, key_valid: torch.Tensor | None = None,
+                      ctx: AttentionContext | None = None) -> torch.Tensor:
+        """Final-norm hidden states (B, T, d).
+
+        Attention goes through `ctx` when given (the engine's paged KV cache); otherwise through a dense
+        context over `cache`, or over the input itself with `key_valid` (B, T) marking padding.
+        """
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        if ctx is None:
+            ctx = DenseContext.build(positions, self.windows, cache, None if key_valid is None else key_valid.bool())
         h = self.model.embed_tokens(input_ids)
         if self.embed_scale is not None:
             h = h * torch.tensor(self.embed_scale, dtype=h.dtype)
         rope_full = rope_cos_sin(self.inv_freq, positions, h.dtype)
         rope_local = rope_full if self.config.rope_local_theta is None else rope_cos_sin(
             self.inv_freq_local, positions, h.dtype)
-        key_valid = None if key_valid is None else key_valid.bool()
-        meta = AttentionMeta.build(positions, self.windows, cache is not None, key_valid)
         for layer in self.model.layers:
             rope = rope_local if layer.self_attn.window is not None else rope_full
-            h = layer(h, rope, meta, cache)
+            h = layer(h, rope, ctx)
         return self.model.norm(h)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
