@@ -1,0 +1,32 @@
+"""Engine settings, validated where they are made; the CLI help comes from these comments."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the engine batches, caches and where it runs."""
+
+    block_size: int = 16  # tokens per KV block
+    max_num_seqs: int = 128  # most sequences in one step
+    max_num_batched_tokens: int = 512  # token budget of one step (prefill chunks plus decodes)
+    kv_cache_memory: int | None = None  # bytes for the KV pool; None: kv_cache_fraction of available memory
+    kv_cache_fraction: float = 0.2  # share of available memory (CPU RAM, or free GPU memory) for the pool
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True  # split long prompts across steps, mixed with decodes
+    max_model_len: int | None = None  # context limit; None: the model's
+    attention_backend: str = "torch"
+    seed: int = 0  # seed of the shared generator for requests without their own seed
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or self.block_size & (self.block_size - 1):
+            raise ValueError(f"block_size must be a power of two, got {self.block_size}")
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens < self.max_num_seqs and self.max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+        if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
+            raise ValueError(f"kv_cache_memory must be positive bytes, got {self.kv_cache_memory}")
+        if not 0.0 < self.kv_cache_fraction <= 0.95:
+            raise ValueError(f"kv_cache_fraction must be in (0, 0.95], got {self.kv_cache_fraction}")
