@@ -62,5 +62,5 @@ class ModelRunner:
         pos_t = torch.tensor([positions], device=self.device)
         ctx = self.context_cls(self.cache, layout, pos_t[0], self.windows)
         h = self.model.hidden_states(ids_t, pos_t, ctx=ctx)
-        rows = torch.tensor(logits_rows, device=self.device)
+        rows = torch.tensor(logits_rows, dtype=torch.long, device=self.device)
         return self.model.logits(h[0, rows]).float()
