@@ -66,6 +66,6 @@ def test_copy_blocks():
     cache = PagedKVCache.allocate(config, 4, BS, "cpu", torch.float32)
     for pool in (*cache.k, *cache.v):
         pool.copy_(torch.randn_like(pool))
-    before = cache.k[1][BS:2 * BS].clone()
+    before = cache.k[1][:, BS:2 * BS].clone()
     cache.copy_blocks([(1, 3)])
-    assert torch.equal(cache.k[1][3 * BS:4 * BS], before) and torch.equal(cache.v[0][3 * BS:], cache.v[0][BS:2 * BS])
+    assert torch.equal(cache.k[1][:, 3 * BS:4 * BS], before) and torch.equal(cache.v[0][:, 3 * BS:], cache.v[0][:, BS:2 * BS])

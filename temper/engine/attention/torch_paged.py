@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from temper.models.attention import attend, attention_mask
+from temper.models.attention import EAGER_MAX_QUERIES, attend, attention_mask
 from temper.models.config import ModelConfig
 
 
@@ -19,14 +19,16 @@ from temper.models.config import ModelConfig
 class PagedKVCache:
     """One pool of KV slots per layer: slot s is block s // block_size, offset s % block_size."""
 
-    k: list[torch.Tensor]  # per layer (num_blocks * block_size, Hkv, D)
+    # per layer (Hkv, num_blocks * block_size, D): heads outermost, so that a gather of key slots is already
+    # laid out (Hkv, B, L, D) for batched matmuls, with no copy
+    k: list[torch.Tensor]
     v: list[torch.Tensor]
     block_size: int
 
     @classmethod
     def allocate(cls, config: ModelConfig, num_blocks: int, block_size: int, device: torch.device | str,
                  dtype: torch.dtype) -> PagedKVCache:
-        shape = (num_blocks * block_size, config.num_kv_heads, config.head_dim)
+        shape = (config.num_kv_heads, num_blocks * block_size, config.head_dim)
         # torch.empty: the OS commits pages only as blocks are first written
         return cls(k=[torch.empty(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
                    v=[torch.empty(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
@@ -44,7 +46,7 @@ class PagedKVCache:
         src = torch.cat([torch.arange(s * bs, (s + 1) * bs) for s, _ in pairs]).to(self.k[0].device)
         dst = torch.cat([torch.arange(d * bs, (d + 1) * bs) for _, d in pairs]).to(self.k[0].device)
         for pool in (*self.k, *self.v):
-            pool.index_copy_(0, dst, pool.index_select(0, src))
+            pool.index_copy_(1, dst, pool.index_select(1, src))
 
 
 @dataclass
@@ -105,18 +107,40 @@ class TorchPagedContext:
     def attend(self, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (1, H, N, D), k and v (1, Hkv, N, D) of the packed new tokens -> (1, H, N, D)."""
         k_pool, v_pool = self.cache.k[attn.layer], self.cache.v[attn.layer]
-        k_pool.index_copy_(0, self.slot_mapping, k[0].transpose(0, 1))
-        v_pool.index_copy_(0, self.slot_mapping, v[0].transpose(0, 1))
+        k_pool.index_copy_(1, self.slot_mapping, k[0])
+        v_pool.index_copy_(1, self.slot_mapping, v[0])
         key_slots, mask = self.keys[attn.window]
-        K = k_pool[key_slots].permute(0, 2, 1, 3)  # (B, Hkv, L, D)
-        V = v_pool[key_slots].permute(0, 2, 1, 3)
+        K, V = k_pool[:, key_slots], v_pool[:, key_slots]  # (Hkv, B, L, D)
         H, D = q.shape[1], q.shape[3]
         if self.is_decode:  # one token per sequence: the packed row is the batch
             Q = q[0].transpose(0, 1)[:, :, None]  # (B, H, 1, D)
-            return attend(attn, Q, K, V, mask)[:, :, 0].transpose(0, 1)[None]
-        qp = torch.cat([q[0], q.new_zeros(H, 1, D)], dim=1)  # (H, N + 1, D)
-        Q = qp[:, self.q_index].permute(1, 0, 2, 3)  # (B, H, T, D)
-        out = attend(attn, Q, K, V, mask)  # (B, H, T, D)
+        else:
+            qp = torch.cat([q[0], q.new_zeros(H, 1, D)], dim=1)  # (H, N + 1, D)
+            Q = qp[:, self.q_index].permute(1, 0, 2, 3)  # (B, H, T, D)
+        if self.T > EAGER_MAX_QUERIES and attn.softcap is None:
+            out = attend(attn, Q, K.transpose(0, 1), V.transpose(0, 1), mask)  # SDPA for long chunks
+        else:
+            out = head_major_attention(Q, K, V, mask, attn.scale, attn.softcap)
+        if self.is_decode:
+            return out[:, :, 0].transpose(0, 1)[None]
         out = out.permute(1, 0, 2, 3).reshape(H, -1, D)  # (H, B*T, D)
         flat = self.q_valid.flatten().nonzero().squeeze(1)
         return out[:, flat][None]
+
+
+def head_major_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float,
+                         softcap: float | None) -> torch.Tensor:
+    """Grouped attention with keys and values laid out (Hkv, B, L, D), as gathered from the pool.
+
+    q (B, H, T, D), mask (B, 1, T, L) -> (B, H, T, D); the query heads of a group are stacked on T.
+    """
+    B, H, T, D = q.shape
+    Hkv, L = k.shape[0], k.shape[2]
+    rep = H // Hkv
+    q = q.reshape(B, Hkv, rep * T, D).transpose(0, 1)  # (Hkv, B, rep*T, D)
+    scores = (q @ k.transpose(-1, -2)).float() * scale  # (Hkv, B, rep*T, L)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    mask = mask[:, :, None].expand(B, 1, rep, T, L).reshape(1, B, rep * T, L)
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1).nan_to_num_(0.0).to(v.dtype)
+    return (probs @ v).transpose(0, 1).reshape(B, H, T, D)
