@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from temper.errors import TemperError
-from temper.generation import SamplingParams
+from temper.engine.sampling_params import SamplingParams
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -19,6 +19,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help=f"registered name (see `temper models`), a .gguf file or an HF folder (default: {DEFAULT_MODEL})")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda when available)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: float32 on CPU, bfloat16 on CUDA")
+    p.add_argument("--kv-cache-memory", type=float, default=None, metavar="GIB",
+                   help="GiB for the paged KV cache (default: a share of the available memory)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:

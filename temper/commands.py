@@ -5,12 +5,15 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
+from temper.engine.config import EngineConfig
+from temper.engine.llm_engine import LLMEngine
+from temper.engine.outputs import RequestOutput
+from temper.engine.sampling_params import SamplingParams
 from temper.errors import ContextLengthExceededError, TemperError
-from temper.generation import GenerationStats, SamplingParams, stream_text
 from temper.models.loader import LoadedModel, load
 from temper.models.registry import REGISTRY, installed_size, resolve
 
@@ -52,9 +55,52 @@ def sampling_params(args: argparse.Namespace) -> SamplingParams:
     return params
 
 
-def print_stats(stats: GenerationStats) -> None:
-    print(f"[{stats.prompt_tokens} prompt tokens, {stats.completion_tokens} generated ({stats.finish_reason}); "
-          f"TTFT {stats.ttft_s * 1000:.0f} ms; decode {stats.decode_tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+def make_engine(args: argparse.Namespace) -> LLMEngine:
+    loaded = load_model(args)
+    memory = None if args.kv_cache_memory is None else int(args.kv_cache_memory * 2**30)
+    return LLMEngine(loaded.model, loaded.tokenizer, EngineConfig(kv_cache_memory=memory))
+
+
+def stream(engine: LLMEngine, prompt_ids: list[int], params: SamplingParams) -> Iterator[str | RequestOutput]:
+    """Text deltas of one request as the engine produces them, then its final RequestOutput."""
+    request_id = engine.add_request(prompt_ids, params)
+    sent = 0
+    try:
+        while True:
+            for out in engine.step():
+                text = out.outputs[0].text
+                if len(text) > sent:
+                    yield text[sent:]
+                    sent = len(text)
+                if out.finished:
+                    yield out
+                    return
+    finally:
+        engine.abort(request_id)  # Ctrl-C or a broken pipe: free the blocks at once
+
+
+def print_stats(out: RequestOutput) -> None:
+    m, completion = out.metrics, out.outputs[0]
+    n = len(completion.token_ids)
+    decode = (n - 1) / (m.finished_time - m.first_token_time) if n > 1 and m.finished_time > m.first_token_time else 0
+    print(f"[{len(out.prompt_token_ids)} prompt tokens ({out.num_cached_tokens} cached), {n} generated "
+          f"({completion.finish_reason}); TTFT {m.ttft * 1000:.0f} ms; decode {decode:.1f} tokens/s]", file=sys.stderr)
+
+
+def run_and_print(engine: LLMEngine, prompt_ids: list[int], params: SamplingParams, show_stats: bool) -> str:
+    """Stream one completion to stdout; return its text."""
+    parts = []
+    for item in stream(engine, prompt_ids, params):
+        if isinstance(item, str):
+            parts.append(item)
+            sys.stdout.write(item)
+            sys.stdout.flush()
+        elif show_stats:
+            sys.stdout.write("\n")
+            print_stats(item)
+            return "".join(parts)
+    sys.stdout.write("\n")
+    return "".join(parts)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -81,28 +127,22 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     params = sampling_params(args)
-    loaded = load_model(args)
-    tok = loaded.tokenizer
+    engine = make_engine(args)
+    tok = engine.tokenizer
     use_chat = args.format == "chat" or (args.format == "auto" and tok.chat_template is not None)
     if use_chat:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
         ids = tok.apply_chat_template(messages + [{"role": "user", "content": prompt}], tokenize=True)
     else:
         ids = tok.encode(prompt)
-    stats = GenerationStats()
-    for text in stream_text(loaded.model, tok, ids, params, stats):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    if args.stats:
-        print_stats(stats)
+    run_and_print(engine, ids, params, args.stats)
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     params = sampling_params(args)
-    loaded = load_model(args)
-    tok, context = loaded.tokenizer, loaded.config.max_position_embeddings
+    engine = make_engine(args)
+    tok, context = engine.tokenizer, engine.max_model_len
     system = [{"role": "system", "content": args.system}] if args.system else []
     history: list[dict[str, str]] = []
     interactive = sys.stdin.isatty()
@@ -127,20 +167,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
             del history[:2]  # forget the oldest exchange rather than fail
             print("[context full: dropped the oldest exchange]", file=sys.stderr)
             ids = tok.apply_chat_template(system + history, tokenize=True)
-        stats, reply = GenerationStats(), []
         try:
-            for text in stream_text(loaded.model, tok, ids, params, stats):
-                reply.append(text)
-                sys.stdout.write(text)
-                sys.stdout.flush()
+            reply = run_and_print(engine, ids, params, args.stats)
         except ContextLengthExceededError as e:
             history.pop()
             print(f"[{e}]", file=sys.stderr)
             continue
-        sys.stdout.write("\n")
-        history.append({"role": "assistant", "content": "".join(reply)})
-        if args.stats:
-            print_stats(stats)
+        history.append({"role": "assistant", "content": reply})
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

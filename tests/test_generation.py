@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from temper.errors import ContextLengthExceededError
-from temper.generation import SamplingParams, generate_ids, sample
+from temper.engine.sampling_params import SamplingParams
+from temper.generation import generate_ids, sample
 from temper.models import ModelConfig, build_model
 
 

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from temper.engine.config import EngineConfig
 from temper.engine.llm_engine import LLMEngine
 from temper.engine.sampling_params import SamplingParams
 from temper.errors import ContextLengthExceededError
-from temper.generation import SamplingParams as LoopParams
 from temper.generation import generate_ids
 from temper.models.loader import load
 from temper.models.registry import resolve
@@ -18,11 +16,9 @@ QUESTIONS = ["What is the capital of France?", "Name three colors.", "What is 2+
 SYSTEM = ("You are a careful assistant. Answer briefly and precisely. " * 12).strip()
 MAX_TOKENS = 24
 
-
 @pytest.fixture(scope="module")
 def smollm2():
     return load(resolve("smollm2-135m-instruct"))
-
 
 @pytest.fixture(scope="module")
 def prompts(smollm2):
@@ -30,13 +26,11 @@ def prompts(smollm2):
     return [tok.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}],
                                     tokenize=True) for q in QUESTIONS]
 
-
 @pytest.fixture(scope="module")
 def reference(smollm2, prompts):
     """Greedy tokens of the plain loop (contiguous KV cache, one sequence at a time)."""
-    params = LoopParams(max_tokens=MAX_TOKENS, temperature=0.0)
+    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0)
     return [list(generate_ids(smollm2.model, p, params, smollm2.tokenizer.eos_token_ids)) for p in prompts]
-
 
 def run(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
     ids = [engine.add_request(p, params) for p in prompts]
@@ -49,20 +43,16 @@ def run(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams) -> 
     eos = engine.tokenizer.eos_token_ids
     return [[t for t in done[i].outputs[0].token_ids if t not in eos] for i in ids]
 
-
 def engine(smollm2, **options) -> LLMEngine:
     options = {"kv_cache_memory": 64 << 20, "max_model_len": 512, **options}
     return LLMEngine(smollm2.model, smollm2.tokenizer, EngineConfig(**options))
 
-
 GREEDY = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
-
 
 def test_single_requests_match_loop(smollm2, prompts, reference):
     e = engine(smollm2, enable_prefix_caching=False)
     for p, ref in zip(prompts[:2], reference[:2]):
         assert run(e, [p], GREEDY) == [ref]
-
 
 def test_mixed_batch_with_prefix_hits_matches_loop(smollm2, prompts, reference):
     e = engine(smollm2)
@@ -73,11 +63,9 @@ def test_mixed_batch_with_prefix_hits_matches_loop(smollm2, prompts, reference):
     assert again == reference
     assert e.stats().prefix_hit_rate > 0.4
 
-
 def test_chunked_prefill_matches_loop(smollm2, prompts, reference):
     e = engine(smollm2, max_num_batched_tokens=16, enable_prefix_caching=False)
     assert run(e, prompts, GREEDY) == reference
-
 
 def test_preemption_and_resume_match_loop(smollm2, prompts, reference):
     # 36 blocks of 16 tokens: all six prompts (~150 tokens each) cannot grow at once
@@ -85,13 +73,11 @@ def test_preemption_and_resume_match_loop(smollm2, prompts, reference):
     assert run(e, prompts, GREEDY) == reference
     assert e.stats().num_preemptions > 0
 
-
 def test_seeded_sampling_is_batch_independent(smollm2, prompts):
     params = SamplingParams(temperature=1.0, top_p=0.95, seed=1234, max_tokens=16)
     alone = run(engine(smollm2), [prompts[0]], params)[0]
     mixed = run(engine(smollm2), [prompts[3], prompts[0], prompts[1]], params)[1]
     assert alone == mixed
-
 
 def test_n_samples_share_the_prompt(smollm2, prompts):
     e = engine(smollm2)
@@ -104,7 +90,6 @@ def test_n_samples_share_the_prompt(smollm2, prompts):
     assert len({tuple(o.token_ids) for o in out.outputs}) > 1  # independent samples
     assert e.block_manager.stats.copies >= 1  # the shared partial block was copied on write
 
-
 def test_stop_string_is_trimmed(smollm2, prompts, reference):
     e = engine(smollm2)
     ids = e.add_request(prompts[0], SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, stop=("Paris",)))
@@ -115,12 +100,10 @@ def test_stop_string_is_trimmed(smollm2, prompts, reference):
     assert final.request_id == ids and "Paris" not in text and text.endswith("is ")
     assert final.outputs[0].finish_reason == "stop" and final.outputs[0].stop_reason == "Paris"
 
-
 def test_context_length_error(smollm2, prompts):
     e = engine(smollm2, max_model_len=160)
     with pytest.raises(ContextLengthExceededError, match="maximum context length is 160"):
         e.add_request(prompts[0], SamplingParams(max_tokens=100))
-
 
 def test_abort_frees_blocks(smollm2, prompts):
     e = engine(smollm2, enable_prefix_caching=False)
