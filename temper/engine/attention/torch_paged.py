@@ -29,9 +29,9 @@ class PagedKVCache:
     def allocate(cls, config: ModelConfig, num_blocks: int, block_size: int, device: torch.device | str,
                  dtype: torch.dtype) -> PagedKVCache:
         shape = (config.num_kv_heads, num_blocks * block_size, config.head_dim)
-        # torch.empty: the OS commits pages only as blocks are first written
-        return cls(k=[torch.empty(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
-                   v=[torch.empty(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
+        # zeros, not empty: masked-out slots still meet a 0 weight in probs @ v, and 0 * NaN garbage is NaN
+        return cls(k=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
+                   v=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)],
                    block_size=block_size)
 
     @staticmethod
