@@ -13,10 +13,13 @@ import platform
 import statistics
 import subprocess
 import time
+from dataclasses import dataclass
 
 import torch
 
-from temper.generation import GenerationStats, SamplingParams, generate_ids
+from temper.engine.config import EngineConfig
+from temper.engine.llm_engine import LLMEngine
+from temper.engine.sampling_params import SamplingParams
 from temper.models.loader import converted_folder, load
 from temper.models.registry import resolve
 
@@ -42,12 +45,26 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def temper_run(loaded, prompt: list[int], gen: int) -> GenerationStats:
-    stats = GenerationStats()
-    params = SamplingParams(max_tokens=gen, temperature=0.0, ignore_eos=True)
-    for _ in generate_ids(loaded.model, prompt, params, loaded.tokenizer.eos_token_ids, stats):
-        pass
-    return stats
+def temper_run(engine: LLMEngine, prompt: list[int], gen: int) -> GenerationStats:
+    """One request alone through the engine (prefix caching off, so every run prefills)."""
+    engine.add_request(prompt, SamplingParams(max_tokens=gen, temperature=0.0, ignore_eos=True))
+    out = None
+    while engine.has_unfinished_requests():
+        out = next((o for o in engine.step() if o.finished), out)
+    m = out.metrics
+    return GenerationStats(len(prompt), out.num_generated_tokens, m.ttft, m.finished_time - m.arrival_time)
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float
+    total_s: float
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return (self.completion_tokens - 1) / (self.total_s - self.ttft_s)
 
 
 @torch.inference_mode()
@@ -84,12 +101,14 @@ def main() -> None:
             loads.append(loaded.load_seconds)
         cfg = loaded.config
         prompt = torch.randint(100, min(cfg.vocab_size, 30000), (args.prompt_len,)).tolist()
-        temper_run(loaded, prompt, 8)  # warm-up
-        runs = [temper_run(loaded, prompt, args.gen) for _ in range(args.runs)]
+        engine = LLMEngine(loaded.model, loaded.tokenizer, EngineConfig(
+            enable_prefix_caching=False, kv_cache_memory=1 << 30, max_model_len=1024))
+        temper_run(engine, prompt, 8)  # warm-up
+        runs = [temper_run(engine, prompt, args.gen) for _ in range(args.runs)]
         weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
         kv_bytes = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 4 * (args.prompt_len + args.gen // 2)
         limit = bandwidth * 1e9 / (weight_bytes + kv_bytes)
-        row = {"model": name, "engine": "temper", "load_s": statistics.median(loads),
+        row = {"model": name, "engine": "temper engine", "load_s": statistics.median(loads),
                "ttft_ms": 1000 * statistics.median(r.ttft_s for r in runs),
                "decode_tok_s": statistics.median(r.decode_tokens_per_s for r in runs),
                "limit_tok_s": limit, "gemv_limit_tok_s": gemv * 1e9 / (weight_bytes + kv_bytes)}
@@ -116,10 +135,11 @@ def main() -> None:
           f"torch {torch.__version__}, fp32, read bandwidth {bandwidth:.1f} GB/s, fp32 GEMV {gemv:.1f} GB/s, "
           f"commit {commit}")
     print(f"prompt {args.prompt_len} tokens, {args.gen} generated, batch 1, greedy, median of {args.runs}")
-    print(f"{'model':24} {'engine':13} {'load s':>7} {'TTFT ms':>8} {'decode tok/s':>13} {'GB/s':>6} {'GEMV-bound':>11} {'BW-bound':>9}")
+    print(f"{'model':24} {'engine':13} {'load s':>7} {'TTFT ms':>8} {'decode tok/s':>13} {'ms/tok':>7} {'GB/s':>6} "
+          f"{'GEMV-bound':>11} {'BW-bound':>9}")
     for r in rows:
         print(f"{r['model']:24} {r['engine']:13} {r['load_s']:7.2f} {r['ttft_ms']:8.0f} {r['decode_tok_s']:13.1f} "
-              f"{r['gbs']:6.1f} {r['gemv_limit_tok_s']:11.1f} {r['limit_tok_s']:9.1f}")
+              f"{1000 / r['decode_tok_s']:7.1f} {r['gbs']:6.1f} {r['gemv_limit_tok_s']:11.1f} {r['limit_tok_s']:9.1f}")
     print(json.dumps({"benchmark": "latency", "commit": commit, "read_bandwidth_gbs": bandwidth, "gemv_gbs": gemv,
                       "prompt_len": args.prompt_len, "gen": args.gen, "rows": rows}))
 
