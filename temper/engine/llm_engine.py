@@ -15,7 +15,7 @@ from temper.engine.block_manager import BlockManager
 from temper.engine.config import EngineConfig
 from temper.engine.model_runner import ModelRunner
 from temper.engine.outputs import CompletionOutput, EngineStats, RequestMetrics, RequestOutput
-from temper.engine.sampler import Sampler, SamplingRow, TokenLogprobs, prompt_logprobs
+from temper.engine.sampler import Sampler, SamplingRow, TokenLogprobs, check_token_ids, token_logprobs
 from temper.engine.sampling_params import SamplingParams
 from temper.engine.scheduler import ScheduledBatch, Scheduler
 from temper.engine.sequence import Sequence, SequenceStatus
@@ -90,6 +90,7 @@ class LLMEngine:
         bad = [t for t in prompt_token_ids if not 0 <= t < vocab]
         if bad:
             raise ValueError(f"prompt token ids must be in [0, {vocab}), got {bad[:5]}")
+        check_token_ids(params, vocab)
         grammar = self._compile(params)
         now = arrival_time or time.monotonic()
         request = Request(request_id, list(prompt_token_ids), params, RequestMetrics(arrival_time=now))
@@ -155,8 +156,10 @@ class LLMEngine:
             touched[seq.request_id] = self.requests[seq.request_id]
         for state, (start_row, ids) in prompt_rows.items():
             request = self.requests[state.seq.request_id]
+            if not request.prompt_logprobs:
+                request.prompt_logprobs.append(None)  # nothing predicts the first prompt token
             request.prompt_logprobs.extend(
-                prompt_logprobs(logits[start_row: start_row + len(ids)], ids, request.params.prompt_logprobs))
+                token_logprobs(logits[start_row: start_row + len(ids)], ids, request.params.prompt_logprobs))
         self._sample(samplers, logits, now)
         self._stats.steps += 1
         self._stats.busy_seconds += time.perf_counter() - start

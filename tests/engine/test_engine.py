@@ -113,3 +113,49 @@ def test_abort_frees_blocks(smollm2, prompts):
     assert e.block_manager.num_free_blocks < free
     e.abort(rid)
     assert e.block_manager.num_free_blocks == free and not e.has_unfinished_requests()
+
+
+def test_prompt_logprobs_across_chunks(smollm2, prompts):
+    """Prompt logprobs computed in 16-token chunks equal log_softmax of one dense forward."""
+    import torch
+
+    prompt = prompts[0]
+    e = engine(smollm2, max_num_batched_tokens=16, enable_prefix_caching=False)
+    rid = e.add_request(prompt, SamplingParams(max_tokens=1, prompt_logprobs=2))
+    final = None
+    while e.has_unfinished_requests():
+        final = next((o for o in e.step() if o.finished), final)
+    lps = final.prompt_logprobs
+    assert final.request_id == rid and len(lps) == len(prompt) and lps[0] is None
+    with torch.no_grad():
+        dense = torch.log_softmax(smollm2.model(torch.tensor([prompt]))[0].float(), dim=-1)
+    for p in (1, 15, 16, 17, len(prompt) - 1):
+        assert abs(lps[p].logprob - dense[p - 1, prompt[p]].item()) < 1e-4
+        assert len(lps[p].top) == 2 and lps[p].top[0][0] == int(dense[p - 1].argmax())
+
+
+def test_bad_logit_bias_is_rejected_at_the_door(smollm2, prompts):
+    e = engine(smollm2)
+    with pytest.raises(ValueError, match="logit_bias"):
+        e.add_request(prompts[0], SamplingParams(logit_bias={10**6: 5.0}))
+
+
+def test_json_schema_output_parses(smollm2):
+    import json
+
+    from temper.engine.sampling_params import StructuredOutput
+
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+              "required": ["city", "population"]}
+    e = engine(smollm2)
+    tok = smollm2.tokenizer
+    ids = tok.apply_chat_template([{"role": "user", "content": "Describe Paris as JSON."}], tokenize=True)
+    params = SamplingParams(n=3, temperature=1.0, seed=3, max_tokens=60, structured=StructuredOutput(json_schema=schema))
+    e.add_request(ids, params)
+    final = None
+    while e.has_unfinished_requests():
+        final = next((o for o in e.step() if o.finished), final)
+    for out in final.outputs:
+        assert out.finish_reason == "stop", out.text
+        value = json.loads(out.text)
+        assert isinstance(value["city"], str) and isinstance(value["population"], int)
