@@ -100,6 +100,7 @@ def main() -> None:
     rows = []
     for n in args.requests:
         rows.append({"requests": n, **run_temper(loaded, prompts[:n], args.gen, config)})
+        print(f"[{rows[-1]}]", file=sys.stderr, flush=True)
     if not args.no_hf:
         import transformers
 
