@@ -57,8 +57,6 @@ def test_single_requests_match_loop(smollm2, prompts, reference):
 def test_mixed_batch_with_prefix_hits_matches_loop(smollm2, prompts, reference):
     e = engine(smollm2)
     assert run(e, prompts, GREEDY) == reference
-    stats = e.stats()
-    assert stats.prefix_hits == 0 or stats.prefix_queries  # first pass: hits only between concurrent requests
     again = run(e, prompts, GREEDY)  # the shared system prompt and each prompt are now cached
     assert again == reference
     assert e.stats().prefix_hit_rate > 0.4
