@@ -48,13 +48,14 @@ class LLM:
         done: dict[str, RequestOutput] = {}
         with tqdm(total=len(ids), desc="generating", unit="req", disable=not use_tqdm) as bar:
             while self.engine.has_unfinished_requests():
-                for out in self.engine.step():
-                    if out.finished:
-                        done[out.request_id] = out
-                        bar.update(1)
-                stats = self.engine.stats()
-                bar.set_postfix(tok_s=f"{stats.generation_tokens_per_s:.0f}", run=stats.num_running,
-                                refresh=False)
+                finished = [out for out in self.engine.step() if out.finished]
+                for out in finished:
+                    done[out.request_id] = out
+                if finished:  # stats() walks every block table: only when the bar moves
+                    stats = self.engine.stats()
+                    bar.set_postfix(tok_s=f"{stats.generation_tokens_per_s:.0f}", run=stats.num_running,
+                                    refresh=False)
+                    bar.update(len(finished))
         return [done[i] for i in ids]
 
     def chat(self, messages: list[dict[str, str]], params: SamplingParams | None = None) -> RequestOutput:

@@ -43,18 +43,19 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
                       softcap: float | None = None) -> torch.Tensor:
     """Attention as two batched matmuls, the query heads of a group stacked against their shared KV head.
 
-    q (B, H, T, D), k and v (B, Hkv, S, D), mask (B, 1, T, S) -> (B, H, T, D).
+    q (B, H, T, D); k and v laid out heads-first (Hkv, B, S, D), as the engine gathers them from its paged
+    pool (a (B, Hkv, S, D) tensor passes as `k.transpose(0, 1)`); mask (B, 1, T, S) -> (B, H, T, D).
     """
     B, H, T, D = q.shape
-    Hkv, S = k.shape[1], k.shape[2]
+    Hkv, S = k.shape[0], k.shape[2]
     rep = H // Hkv
-    q = q.reshape(B, Hkv, rep * T, D)
-    scores = (q @ k.transpose(-1, -2)).float() * scale  # (B, Hkv, rep*T, S)
+    q = q.reshape(B, Hkv, rep * T, D).transpose(0, 1)  # (Hkv, B, rep*T, D)
+    scores = (q @ k.transpose(-1, -2)).float() * scale  # (Hkv, B, rep*T, S)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    mask = mask[:, :, None].expand(B, 1, rep, T, S).reshape(B, 1, rep * T, S)
+    mask = mask[:, :, None].expand(B, 1, rep, T, S).reshape(1, B, rep * T, S)
     probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1).nan_to_num_(0.0).to(v.dtype)
-    return (probs @ v).view(B, H, T, D)
+    return (probs @ v).transpose(0, 1).reshape(B, H, T, D)
 
 
 def attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -62,7 +63,7 @@ def attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m
     if attn.softcap is None and q.shape[2] > EAGER_MAX_QUERIES:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale,
                                               enable_gqa=attn.num_heads != attn.num_kv_heads)
-    return grouped_attention(q, k, v, mask, attn.scale, attn.softcap)
+    return grouped_attention(q, k.transpose(0, 1), v.transpose(0, 1), mask, attn.scale, attn.softcap)
 
 
 @dataclass

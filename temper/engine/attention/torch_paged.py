@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from temper.models.attention import EAGER_MAX_QUERIES, attend, attention_mask
+from temper.models.attention import EAGER_MAX_QUERIES, attend, attention_mask, grouped_attention
 from temper.models.config import ModelConfig
 
 
@@ -128,7 +128,7 @@ class TorchPagedContext:
         Q = q[0].transpose(0, 1)[:, :, None]  # (B, H, 1, D)
         out = torch.empty_like(Q)
         for idx, slots, mask in self.groups[attn.window]:
-            out[idx] = head_major_attention(Q[idx], k_pool[:, slots], v_pool[:, slots], mask, attn.scale,
+            out[idx] = grouped_attention(Q[idx], k_pool[:, slots], v_pool[:, slots], mask, attn.scale,
                                             attn.softcap)
         return out[:, :, 0].transpose(0, 1)[None]
 
@@ -150,27 +150,10 @@ class TorchPagedContext:
         if self.T > EAGER_MAX_QUERIES and attn.softcap is None:
             out = attend(attn, Q, K.transpose(0, 1), V.transpose(0, 1), mask)  # SDPA for long chunks
         else:
-            out = head_major_attention(Q, K, V, mask, attn.scale, attn.softcap)
+            out = grouped_attention(Q, K, V, mask, attn.scale, attn.softcap)
         if self.is_decode:
             return out[:, :, 0].transpose(0, 1)[None]
         out = out.permute(1, 0, 2, 3).reshape(H, -1, D)  # (H, B*T, D)
         flat = self.q_valid.flatten().nonzero().squeeze(1)
         return out[:, flat][None]
 
-
-def head_major_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float,
-                         softcap: float | None) -> torch.Tensor:
-    """Grouped attention with keys and values laid out (Hkv, B, L, D), as gathered from the pool.
-
-    q (B, H, T, D), mask (B, 1, T, L) -> (B, H, T, D); the query heads of a group are stacked on T.
-    """
-    B, H, T, D = q.shape
-    Hkv, L = k.shape[0], k.shape[2]
-    rep = H // Hkv
-    q = q.reshape(B, Hkv, rep * T, D).transpose(0, 1)  # (Hkv, B, rep*T, D)
-    scores = (q @ k.transpose(-1, -2)).float() * scale  # (Hkv, B, rep*T, L)
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    mask = mask[:, :, None].expand(B, 1, rep, T, L).reshape(1, B, rep * T, L)
-    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1).nan_to_num_(0.0).to(v.dtype)
-    return (probs @ v).transpose(0, 1).reshape(B, H, T, D)
