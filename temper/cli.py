@@ -1,4 +1,4 @@
-"""The `temper` command line: models, generate, chat."""
+"""The `temper` command line: models, generate, chat, serve."""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="system message (chat format)")
     _add_sampling_args(p, max_tokens=256)
 
+    p = sub.add_parser("serve", help="serve the model through the OpenAI-compatible HTTP API")
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                   help="accept this key as 'Authorization: Bearer KEY' (repeatable; also TEMPER_API_KEY, "
+                        "comma-separated, and --api-key-file)")
+    p.add_argument("--api-key-file", default=None, metavar="PATH", help="file with one API key a line")
+    p.add_argument("--served-model-name", default=None, help="model id clients send (default: --model)")
+    p.add_argument("--max-num-seqs", type=int, default=128, help="most sequences in one engine step")
+    p.add_argument("--max-num-batched-tokens", type=int, default=512, help="token budget of one engine step")
+    p.add_argument("--max-model-len", type=int, default=None, help="context limit (default: the model's)")
+    p.add_argument("--no-prefix-caching", action="store_true", help="turn the prefix cache off")
+    p.add_argument("--max-queued", type=int, default=512,
+                   help="requests allowed to wait beyond the running batch; more get 429 (default: 512)")
+    p.add_argument("--request-timeout", type=float, default=600.0, metavar="S",
+                   help="abort a request still running after S seconds (0: never; default: 600)")
+    p.add_argument("--shutdown-timeout", type=float, default=60.0, metavar="S",
+                   help="on SIGTERM, wait up to S seconds for requests in flight (default: 60)")
+    p.add_argument("--no-embeddings", action="store_true", help="do not load the embedding model")
+    p.add_argument("--stats", action="store_true", help=argparse.SUPPRESS)
+
     p = sub.add_parser("chat", help="interactive chat with history and streaming output")
     _add_model_args(p)
     p.add_argument("--system", default=None, help="system message")
@@ -63,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":  # a server says what it does: startup, access log, errors
+        for name in ("temper", "uvicorn.error"):
+            logging.getLogger(name).setLevel(logging.INFO)
     from temper import commands
 
     try:

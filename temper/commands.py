@@ -176,5 +176,73 @@ def cmd_chat(args: argparse.Namespace) -> int:
         history.append({"role": "assistant", "content": reply})
 
 
+
+def api_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    """Keys from --api-key flags, the TEMPER_API_KEY variable (comma-separated) and --api-key-file (a key a
+    line, # comments)."""
+    import os
+
+    keys = list(args.api_key or [])
+    keys += [k.strip() for k in os.environ.get("TEMPER_API_KEY", "").split(",") if k.strip()]
+    if args.api_key_file:
+        try:
+            lines = open(args.api_key_file, encoding="utf-8").read().splitlines()
+        except OSError as e:
+            raise TemperError(f"--api-key-file {args.api_key_file}: {e.strerror}") from e
+        keys += [k.strip() for k in lines if k.strip() and not k.lstrip().startswith("#")]
+    return tuple(dict.fromkeys(keys))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from temper.engine.async_engine import AsyncLLMEngine
+    from temper.server.app import Backend, ServerConfig, create_app
+
+    resolve(args.model)  # an unknown model fails here, before the port is bound
+    keys = api_keys(args)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not keys:
+        log.warning("serving on %s without API keys: anyone who can reach the port can use it", args.host)
+    name = args.served_model_name or args.model
+    spec = REGISTRY.get(args.model)
+    config = EngineConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+                          kv_cache_memory=None if args.kv_cache_memory is None else int(args.kv_cache_memory * 2**30),
+                          max_model_len=args.max_model_len, enable_prefix_caching=not args.no_prefix_caching)
+
+    def loader() -> Backend:
+        loaded = load_model(args)
+        engine = AsyncLLMEngine(LLMEngine(loaded.model, loaded.tokenizer, config))
+        log.info("model %s loaded in %.2f s; KV cache %d blocks of %d tokens", name, loaded.load_seconds,
+                 engine.engine.runner.num_blocks, config.block_size)
+        embedder = None
+        if not args.no_embeddings:
+            from temper.embeddings import Embedder
+            try:
+                embedder = Embedder.load()
+            except TemperError as e:
+                log.warning("no /v1/embeddings: %s", e)
+        return Backend(engine, name, dict(spec.sampling_defaults) if spec else {}, embedder)
+
+    server_config = ServerConfig(api_keys=keys, max_queued=args.max_queued,
+                                 request_timeout=args.request_timeout or None)
+    server: uvicorn.Server | None = None
+
+    def failed(e: BaseException) -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(server_config, loader, on_load_error=failed)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, access_log=False, log_config=None,
+                                           timeout_graceful_shutdown=args.shutdown_timeout,
+                                           timeout_keep_alive=30))
+    print(f"temper serve: loading {name}; the OpenAI-compatible API will answer on http://{args.host}:{args.port}/v1 "
+          f"(/health turns 200 when ready){' with API keys' if keys else ''}", file=sys.stderr)
+    server.run()
+    error = app.state.temper.load_error
+    if error:
+        raise TemperError(f"the model failed to load: {error}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "models": cmd_models, "generate": cmd_generate, "chat": cmd_chat}
+    "models": cmd_models, "generate": cmd_generate, "chat": cmd_chat, "serve": cmd_serve}

@@ -60,6 +60,7 @@ class Tokenizer:
         self._byte_ids = frozenset(self.token_to_id(f"<0x{b:02X}>") for b in range(256)) - {None} if fallback \
             else frozenset()
         self._special_ids = frozenset(i for i, t in backend.get_added_tokens_decoder().items() if t.special)
+        self._byte_level = isinstance(backend.decoder, decoders.ByteLevel)
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike, reader: gguf.GGUFReader | None = None) -> Tokenizer:
@@ -135,6 +136,25 @@ class Tokenizer:
     def id_to_token(self, i: int) -> str | None:
         """The token string of an id, or None."""
         return self.backend.id_to_token(i)
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Ids of special tokens (dropped from text when decoding with skip_special_tokens)."""
+        return self._special_ids
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes a token stands for (OpenAI's logprob `bytes`): part of a UTF-8 character for byte tokens."""
+        tok = self.id_to_token(int(token_id))
+        if tok is None:
+            return b""
+        if token_id in self._byte_ids:  # SentencePiece byte fallback: <0xAB>
+            return bytes([int(tok[3:-1], 16)])
+        if token_id in self._special_ids:
+            return tok.encode()
+        if self._byte_level:  # GPT-2 stand-in characters back to bytes
+            table = _byte_decoder()
+            return bytes(table[c] for c in tok) if all(c in table for c in tok) else tok.encode()
+        return tok.replace("\u2581", " ").encode()
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tokenize: bool = False,
                             **kwargs: Any) -> str | list[int]:
@@ -426,6 +446,11 @@ def _byte_alphabet() -> list[str]:
     printable = {*range(33, 127), *range(161, 173), *range(174, 256)}
     extra = iter(range(256, 512))
     return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    return {c: b for b, c in enumerate(_byte_alphabet())}
 
 
 @lru_cache(maxsize=16)

@@ -1,0 +1,350 @@
+"""Online serving: an async streaming load generator for any OpenAI-compatible server (temper, llama.cpp, vLLM).
+
+    temper serve ...                      # or: llama-server -m model.gguf --port 8000 -np 32 -c 65536
+    python benchmarks/serve.py --label temper --concurrency 1,8,32 --num-prompts 64 --ignore-eos
+    python benchmarks/serve.py --label llama.cpp --endpoint chat --dataset random --input-len 128 --ignore-eos
+
+For llama-server give every slot room for prompt + output: its context is split over `-np` slots.
+Each concurrency level submits --num-prompts requests at once (or at Poisson --request-rate arrivals), at most
+C in flight, and gets its own prompts so that a prefix cache cannot reuse an earlier level's. Definitions follow
+vLLM's `vllm bench serve` (formerly benchmarks/benchmark_serving.py), all on the client's clock:
+- TTFT: request sent -> first chunk with non-empty content. The chat role chunk does not count (vLLM's older
+  benchmark_serving.py agrees; its current code starts the clock at any chunk with choices, empty ones too).
+- E2E latency: request sent -> last content chunk.
+- TPOT: (E2E - TTFT) / (output_tokens - 1) per request, over requests with more than one output token.
+- ITL: every gap between successive content chunks, pooled over requests (a chunk may carry several tokens).
+- Output tokens: `usage.completion_tokens` (asked for with stream_options.include_usage), else the number of
+  content chunks; input tokens: `usage.prompt_tokens`, else the prompt's word count.
+- Duration: first request submitted -> last request done; req/s = completed / duration, out tok/s = output
+  tokens / duration, total tok/s = (input + output tokens) / duration.
+- Client CPU: user + system time of this process during the level (getrusage), as seconds and as a fraction
+  of one core, so that a saturated client can be told apart from a slow server.
+Percentiles interpolate linearly between samples (numpy's default). Prints one table row per level as it
+finishes, then one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from prompts import sharegpt_prompts  # noqa: E402
+
+CHARS_PER_TOKEN = 4  # rough English average, only used to filter ShareGPT prompts by length without a tokenizer
+WORDS = (
+    "the of and to in is it you that he was for on are with as his they be at one have this from or had by hot "
+    "word but what some we can out other were all there when up use your how said an each she which do their "
+    "time if will way about many then them write would like so these her long make thing see him two has look "
+    "more day could go come did number sound no most people my over know water than call first who may down side "
+    "been now find any new work part take get place made live where after back little only round man year came "
+    "show every good me give our under name very through just form sentence great think say help low line differ"
+).split()
+
+
+@dataclass(slots=True)
+class RequestResult:
+    ok: bool = False
+    error: str = ""
+    ttft: float = 0.0  # seconds
+    e2e: float = 0.0  # seconds
+    itl: list[float] = field(default_factory=list)  # seconds between successive content chunks
+    output_tokens: int = 0
+    prompt_tokens: int = 0
+    has_usage: bool = False
+
+
+class _RawText:
+    """Stands in for a tokenizer in `sharegpt_prompts`: returns the user turn itself, so lengths are characters."""
+
+    def apply_chat_template(self, messages: list[dict], tokenize: bool = True) -> str:
+        return messages[0]["content"]
+
+
+def random_prompts(count: int, input_len: int, seed: int) -> list[str]:
+    """Prompts of `input_len` common English words drawn with a fixed seed (about one BPE token each)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=input_len)) for _ in range(count)]
+
+
+def load_prompts(args: argparse.Namespace, count: int) -> list[str]:
+    if args.dataset == "random":
+        return random_prompts(count, args.input_len, args.seed)
+    # NOTE: the server applies its own chat template (chat endpoint) or none (completions), as in vLLM's ShareGPT.
+    return sharegpt_prompts(count, _RawText(), min_tokens=4 * CHARS_PER_TOKEN, max_tokens=1024 * CHARS_PER_TOKEN)
+
+
+def _text_completions(choice: dict) -> str | None:
+    return choice.get("text")
+
+
+def _text_chat(choice: dict) -> str | None:
+    return (choice.get("delta") or {}).get("content")
+
+
+# endpoint -> (path, body field that carries the prompt, how a prompt becomes that field, content of a choice)
+ENDPOINTS = {
+    "completions": ("/v1/completions", "prompt", lambda p: p, _text_completions),
+    "chat": ("/v1/chat/completions", "messages", lambda p: [{"role": "user", "content": p}], _text_chat),
+}
+
+
+async def send(client: httpx.AsyncClient, args: argparse.Namespace, prompt: str) -> RequestResult:
+    """One streamed request; SSE parsed by hand: `data: ` lines of JSON until `data: [DONE]`."""
+    path, prompt_field, to_field, content_of = ENDPOINTS[args.endpoint]
+    body = {"model": args.model, prompt_field: to_field(prompt), "max_tokens": args.max_tokens,
+            "temperature": args.temperature, "stream": True, "stream_options": {"include_usage": True}}
+    if args.ignore_eos:
+        body["ignore_eos"] = True
+    result = RequestResult(prompt_tokens=len(prompt.split()))
+    num_chunks = 0
+    start = last = time.perf_counter()
+    try:
+        async with asyncio.timeout(args.timeout), client.stream("POST", path, json=body) as response:
+            if response.status_code != 200:
+                text = (await response.aread()).decode(errors="replace")
+                result.error = f"HTTP {response.status_code}: {text[:300]}"
+                return result
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, `: ping` comments, `event:` / `id:` fields
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                data = json.loads(payload)
+                if "error" in data:
+                    result.error = f"error in stream: {json.dumps(data['error'])[:300]}"
+                    return result
+                if usage := data.get("usage"):  # the last one wins (vLLM can send usage on every chunk)
+                    result.output_tokens = usage.get("completion_tokens") or 0
+                    result.prompt_tokens = usage.get("prompt_tokens") or result.prompt_tokens
+                    result.has_usage = True
+                choices = data.get("choices") or []
+                if not choices or not content_of(choices[0]):
+                    continue
+                now = time.perf_counter()
+                if num_chunks == 0:
+                    result.ttft = now - start
+                else:
+                    result.itl.append(now - last)
+                last = now
+                num_chunks += 1
+    except TimeoutError:
+        result.error = f"timed out after {args.timeout:g} s"
+        return result
+    except (httpx.HTTPError, json.JSONDecodeError) as e:
+        result.error = f"{type(e).__name__}: {e}"
+        return result
+    if num_chunks == 0:
+        result.error = "the stream carried no content"
+        return result
+    result.ok, result.e2e = True, last - start
+    if not result.has_usage:
+        result.output_tokens = num_chunks
+    return result
+
+
+def poisson_offsets(count: int, rate: float, rng: random.Random) -> list[float]:
+    """Send times in seconds from the start: all 0 for an infinite rate, else exponential gaps (Poisson)."""
+    if math.isinf(rate):
+        return [0.0] * count
+    offsets, t = [], 0.0
+    for _ in range(count):
+        offsets.append(t)
+        t += rng.expovariate(rate)
+    return offsets
+
+
+async def run_level(client: httpx.AsyncClient, args: argparse.Namespace, prompts: list[str],
+                    concurrency: int) -> tuple[list[RequestResult], float, float]:
+    """Returns the results, the duration and the client's CPU seconds for one concurrency level."""
+    semaphore = asyncio.Semaphore(concurrency)
+    offsets = poisson_offsets(len(prompts), args.request_rate, random.Random(args.seed))
+
+    async def limited(prompt: str, offset: float) -> RequestResult:
+        if offset:
+            await asyncio.sleep(offset)
+        async with semaphore:
+            return await send(client, args, prompt)
+
+    cpu_before = _cpu_seconds()
+    start = time.perf_counter()
+    results = await asyncio.gather(*(limited(p, o) for p, o in zip(prompts, offsets)))
+    duration = time.perf_counter() - start
+    return list(results), duration, _cpu_seconds() - cpu_before
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks, as numpy.percentile does by default."""
+    k = (len(sorted_values) - 1) * p / 100
+    lo = math.floor(k)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def summarize_ms(values: list[float]) -> dict[str, float] | None:
+    """Mean, median, p90 and p99 of seconds, in milliseconds; None when there are no samples."""
+    if not values:
+        return None
+    s = sorted(values)
+    return {"mean": 1000 * statistics.fmean(s), "median": 1000 * percentile(s, 50),
+            "p90": 1000 * percentile(s, 90), "p99": 1000 * percentile(s, 99)}
+
+
+def level_metrics(results: list[RequestResult], duration: float, cpu_s: float, concurrency: int) -> dict:
+    done = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    output_tokens = sum(r.output_tokens for r in done)
+    input_tokens = sum(r.prompt_tokens for r in done)
+    num_usage = sum(r.has_usage for r in done)
+    return {
+        "concurrency": concurrency, "num_requests": len(results), "completed": len(done), "failed": len(failed),
+        "errors": list(dict.fromkeys(r.error for r in failed))[:3],
+        "duration_s": duration, "request_throughput": len(done) / duration,
+        "output_throughput": output_tokens / duration,
+        "total_token_throughput": (input_tokens + output_tokens) / duration,
+        "total_input_tokens": input_tokens, "total_output_tokens": output_tokens,
+        "token_counts": "usage" if num_usage == len(done) else "chunks" if num_usage == 0 else "mixed",
+        "ttft_ms": summarize_ms([r.ttft for r in done]),
+        "tpot_ms": summarize_ms([(r.e2e - r.ttft) / (r.output_tokens - 1) for r in done if r.output_tokens > 1]),
+        "itl_ms": summarize_ms([gap for r in done for gap in r.itl]),
+        "e2e_ms": summarize_ms([r.e2e for r in done]),
+        "client_cpu_s": cpu_s, "client_cpu_fraction": cpu_s / duration,
+    }
+
+
+HEADER = (f"{'conc':>5} {'done':>5} {'fail':>4} {'dur s':>7} {'req/s':>7} {'out tok/s':>9} "
+          f"{'TTFT ms mean/p50/p99':>22} {'TPOT ms mean/p50/p99':>22} {'ITL ms p50/p99':>15} "
+          f"{'E2E ms p50/p99':>15} {'cli CPU':>7}")
+
+
+def format_row(m: dict) -> str:
+    def cell(stats: dict | None, keys: tuple[str, ...], width: int) -> str:
+        text = "/".join(f"{stats[k]:.1f}" for k in keys) if stats else "-"
+        return f"{text:>{width}}"
+
+    return (f"{m['concurrency']:5d} {m['completed']:5d} {m['failed']:4d} {m['duration_s']:7.2f} "
+            f"{m['request_throughput']:7.2f} {m['output_throughput']:9.1f} "
+            f"{cell(m['ttft_ms'], ('mean', 'median', 'p99'), 22)} {cell(m['tpot_ms'], ('mean', 'median', 'p99'), 22)} "
+            f"{cell(m['itl_ms'], ('median', 'p99'), 15)} {cell(m['e2e_ms'], ('median', 'p99'), 15)} "
+            f"{m['client_cpu_fraction']:7.0%}")
+
+
+async def first_model(client: httpx.AsyncClient) -> str:
+    try:
+        response = await client.get("/v1/models")
+        response.raise_for_status()
+        return response.json()["data"][0]["id"]
+    except (httpx.HTTPError, json.JSONDecodeError, KeyError, IndexError) as e:
+        raise SystemExit(f"cannot read the model from {client.base_url.join('/v1/models')} ({type(e).__name__}: {e}); "
+                         "is the server up? Or pass --model") from e
+
+
+async def benchmark(args: argparse.Namespace) -> list[dict]:
+    needed = args.warmup + args.num_prompts * len(args.concurrency)
+    pool = load_prompts(args, needed)
+    if len(pool) < needed:
+        print(f"only {len(pool)} prompts for {needed} requests: later levels repeat prompts, so a prefix cache "
+              "can hit", file=sys.stderr)
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    limits = httpx.Limits(max_connections=max(args.concurrency), max_keepalive_connections=max(args.concurrency))
+    async with httpx.AsyncClient(base_url=args.base_url, headers=headers, limits=limits,
+                                 timeout=httpx.Timeout(args.timeout)) as client:
+        args.model = args.model or await first_model(client)
+        for i in range(args.warmup):
+            warm = await send(client, args, pool[i % len(pool)])
+            if not warm.ok:
+                raise SystemExit(f"warm-up request failed: {warm.error}")
+        eos = " (ignore EOS)" if args.ignore_eos else ""
+        print(f"{args.label}: {args.base_url}{ENDPOINTS[args.endpoint][0]} model {args.model!r}; {args.dataset} "
+              f"prompts, {args.max_tokens} max tokens{eos}, request rate {args.request_rate:g}/s; "
+              f"client on {platform.node()}, commit {_commit()}")
+        print(HEADER, flush=True)
+        rows = []
+        for level, concurrency in enumerate(args.concurrency):
+            first = args.warmup + level * args.num_prompts
+            prompts = [pool[(first + j) % len(pool)] for j in range(args.num_prompts)]
+            results, duration, cpu_s = await run_level(client, args, prompts, concurrency)
+            rows.append(level_metrics(results, duration, cpu_s, concurrency))
+            print(format_row(rows[-1]), flush=True)
+            for error in rows[-1]["errors"]:
+                print(f"  error: {error}", file=sys.stderr)
+    return rows
+
+
+def _commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).parent).stdout.strip()
+
+
+def _levels(text: str) -> list[int]:
+    levels = [int(x) for x in text.split(",") if x.strip()]
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"--concurrency wants positive integers like 1,8,32, got {text!r}")
+    return levels
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base-url", default="http://127.0.0.1:8000")
+    ap.add_argument("--endpoint", choices=sorted(ENDPOINTS), default="completions")
+    ap.add_argument("--model", default=None, help="default: the first model of GET /v1/models")
+    ap.add_argument("--api-key", default=None, help="sent as Authorization: Bearer KEY")
+    ap.add_argument("--label", default="server", help="names the server in the output (temper, llama.cpp, ...)")
+    ap.add_argument("--dataset", choices=["sharegpt", "random"], default="sharegpt")
+    ap.add_argument("--input-len", type=int, default=128, help="words per prompt for --dataset random")
+    ap.add_argument("--num-prompts", type=int, default=64, help="requests per concurrency level")
+    ap.add_argument("--concurrency", type=_levels, default=[1, 8, 32], help="comma-separated levels, run in turn")
+    ap.add_argument("--request-rate", type=float, default=math.inf, help="Poisson arrivals per second")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--ignore-eos", action="store_true", help="send ignore_eos so that every request makes "
+                    "exactly --max-tokens tokens (vLLM, llama.cpp and temper accept it)")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--warmup", type=int, default=1, help="requests sent before measuring")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="also append the JSON line to this file")
+    args = ap.parse_args()
+    for name in ("input_len", "num_prompts", "max_tokens"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.request_rate <= 0 or args.timeout <= 0 or args.warmup < 0:
+        ap.error("--request-rate and --timeout must be positive, --warmup at least 0")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    rows = asyncio.run(benchmark(args))
+    line = json.dumps({"benchmark": "serve", "label": args.label, "base_url": args.base_url,
+                       "endpoint": args.endpoint, "model": args.model, "dataset": args.dataset,
+                       "input_len": args.input_len if args.dataset == "random" else None,
+                       "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos,
+                       "temperature": args.temperature, "seed": args.seed,
+                       "request_rate": None if math.isinf(args.request_rate) else args.request_rate,
+                       "client_host": platform.node(), "commit": _commit(), "results": rows})
+    print(line)
+    if args.out:
+        with args.out.open("a") as f:
+            f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
