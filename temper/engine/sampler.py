@@ -321,6 +321,7 @@ def _top_p_thresholds(y: torch.Tensor, top_p: torch.Tensor, log_total: torch.Ten
         probs = (top - log_total[todo]).exp_()
         # a token stays while the more likely ones have not yet reached top_p (so the most likely always stays)
         num_kept = (probs.cumsum(dim=-1) - probs < top_p[todo]).sum(dim=-1, keepdim=True)  # (n, 1)
+        num_kept.clamp_(min=1)  # a top_p that rounds to 0 in float32 still keeps the most likely token
         done = (num_kept[:, 0] < width) | (width == V)
         thresholds[todo[done]] = top[done].gather(1, num_kept[done] - 1)
         todo = todo[~done]

@@ -5,6 +5,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+GREEDY_BELOW = 1e-5  # temperatures in (0, GREEDY_BELOW) are taken as 0 (greedy), as vLLM does
+
+
 @dataclass(frozen=True)
 class StructuredOutput:
     """A constraint on the output: exactly one of a JSON schema, any JSON object, or a regex."""
@@ -47,6 +50,8 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
+        if 0.0 < self.temperature < GREEDY_BELOW:  # dividing logits by it would overflow: it means greedy
+            object.__setattr__(self, "temperature", 0.0)
         checks = [
             (self.n >= 1, f"n must be >= 1, got {self.n}"),
             (self.best_of is None or self.best_of >= self.n, f"best_of must be >= n ({self.n}), got {self.best_of}"),
@@ -57,8 +62,8 @@ class SamplingParams:
             (0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}"),
             (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
             (0.0 <= self.min_p <= 1.0, f"min_p must be in [0, 1], got {self.min_p}"),
-            (0.0 < self.repetition_penalty <= 2.0,
-             f"repetition_penalty must be in (0, 2], got {self.repetition_penalty}"),
+            (0.01 <= self.repetition_penalty <= 2.0,
+             f"repetition_penalty must be in [0.01, 2], got {self.repetition_penalty}"),
             (-2.0 <= self.presence_penalty <= 2.0, f"presence_penalty must be in [-2, 2], got {self.presence_penalty}"),
             (-2.0 <= self.frequency_penalty <= 2.0,
              f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}"),

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 MAX_N = 16  # completions per request (n, best_of): each one is a sequence in the batch
 MAX_STOP = 16
-TokenIds = list[Annotated[int, Field(ge=0)]]
+MAX_INT = 2**31 - 1  # bounds every count, so nothing overflows a C long further down
+TokenIds = list[Annotated[int, Field(ge=0, le=MAX_INT)]]
 
 
 class _Request(BaseModel):
@@ -48,9 +49,9 @@ class _Sampling(_Request):
     n: int = Field(default=1, ge=1, le=MAX_N)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=MAX_INT)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0)
+    repetition_penalty: float | None = Field(default=None, ge=0.01, le=2.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
@@ -61,7 +62,7 @@ class _Sampling(_Request):
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
     response_format: ResponseFormat | None = None
-    min_tokens: int = Field(default=0, ge=0)
+    min_tokens: int = Field(default=0, ge=0, le=MAX_INT)
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
@@ -87,7 +88,7 @@ class _Sampling(_Request):
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str] | TokenIds | list[TokenIds]
-    max_tokens: int | None = Field(default=16, ge=0)  # 0 only with echo: score the prompt
+    max_tokens: int | None = Field(default=16, ge=0, le=MAX_INT)  # 0 only with echo: score the prompt
     logprobs: int | None = Field(default=None, ge=0, le=20)
     echo: bool = False
     best_of: int | None = Field(default=None, ge=1, le=MAX_N)
@@ -133,8 +134,8 @@ class ChatMessage(_Request):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_INT)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_INT)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = None
@@ -154,7 +155,7 @@ class EmbeddingRequest(_Request):
     model: str | None = None
     input: str | list[str] | TokenIds | list[TokenIds]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=MAX_INT)
     user: str | None = Field(default=None, max_length=256)
 
     @field_validator("input")

@@ -121,6 +121,9 @@ class Serving:
             ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
             if not ids:
                 raise APIError(400, "the prompt is empty", param="prompt")
+            if bad := [t for t in ids if t >= self.vocab_size]:
+                raise APIError(400, f"prompt token ids must be in [0, {self.vocab_size}), got {bad[:5]}",
+                               param="prompt")
             text = prompt if isinstance(prompt, str) else self.tokenizer.decode(ids)
             echo_max0 = req.max_tokens == 0
             if echo_max0 and not req.echo:
