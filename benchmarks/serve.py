@@ -276,6 +276,7 @@ async def benchmark(args: argparse.Namespace) -> list[dict]:
         print(f"{args.label}: {args.base_url}{ENDPOINTS[args.endpoint][0]} model {args.model!r}; {args.dataset} "
               f"prompts, {args.max_tokens} max tokens{eos}, request rate {args.request_rate:g}/s; "
               f"client on {platform.node()}, commit {_commit()}")
+        offline = Offline(args.offline, args) if args.offline else None
         print(HEADER, flush=True)
         rows = []
         for level, concurrency in enumerate(args.concurrency):
@@ -284,9 +285,50 @@ async def benchmark(args: argparse.Namespace) -> list[dict]:
             results, duration, cpu_s = await run_level(client, args, prompts, concurrency)
             rows.append(level_metrics(results, duration, cpu_s, concurrency))
             print(format_row(rows[-1]), flush=True)
+            if offline is not None:
+                row = rows[-1]
+                row.update(offline.run(prompts, concurrency))
+                row["http_overhead"] = round(1 - row["output_throughput"] / row["offline_out_tok_s"], 4)
+                print(f"{'':>5} offline engine, same prompts: {row['offline_out_tok_s']:.1f} out tok/s in "
+                      f"{row['offline_duration_s']:.1f} s; HTTP overhead {row['http_overhead']:+.1%}", flush=True)
             for error in rows[-1]["errors"]:
                 print(f"  error: {error}", file=sys.stderr)
     return rows
+
+
+class Offline:
+    """The same prompts through temper's engine in this process (no HTTP), at the same concurrency: the
+    denominator of the HTTP layer's overhead. Load it only while the server is idle (2 cores here)."""
+
+    def __init__(self, model: str, args: argparse.Namespace):
+        sys.path.insert(0, str(Path(__file__).parent.parent))
+        from temper.models.loader import load
+        from temper.models.registry import resolve
+
+        self.loaded = load(resolve(model))
+        self.args = args
+
+    def run(self, prompts: list[str], concurrency: int) -> dict:
+        from temper.engine.config import EngineConfig
+        from temper.engine.llm_engine import LLMEngine
+        from temper.engine.sampling_params import SamplingParams
+
+        tok, args = self.loaded.tokenizer, self.args
+        engine = LLMEngine(self.loaded.model, tok, EngineConfig(max_num_seqs=concurrency,
+                                                                kv_cache_memory=int(args.offline_kv_gib * 2**30)))
+        engine.add_request(tok.encode("warm up"), SamplingParams(max_tokens=2))
+        while engine.has_unfinished_requests():  # first steps pay one-off costs (allocation, kernels)
+            engine.step()
+        params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, ignore_eos=args.ignore_eos)
+        for prompt in prompts:
+            ids = tok.encode(prompt) if args.endpoint == "completions" else \
+                tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True)
+            engine.add_request(ids, params)
+        start, tokens = time.perf_counter(), 0
+        while engine.has_unfinished_requests():
+            tokens += sum(o.num_generated_tokens for o in engine.step() if o.finished)
+        duration = time.perf_counter() - start
+        return {"offline_duration_s": round(duration, 2), "offline_out_tok_s": round(tokens / duration, 2)}
 
 
 def _commit() -> str:
@@ -321,6 +363,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="also append the JSON line to this file")
+    ap.add_argument("--offline", default=None, metavar="MODEL",
+                    help="after each level, run its prompts through temper's engine in-process (same "
+                         "concurrency) and report the HTTP layer's overhead")
+    ap.add_argument("--offline-kv-gib", type=float, default=1.0, help="KV cache of the --offline engine")
     args = ap.parse_args()
     for name in ("input_len", "num_prompts", "max_tokens"):
         if getattr(args, name) < 1:

@@ -63,97 +63,94 @@ class StepLayout:
     block_tables: list[list[int]]
 
 
+@dataclass
+class _Part:
+    """A piece of a step's attention: a group of decode rows of similar context length, or one sequence's chunk
+    of several new tokens. `rows` index the packed tokens (a tensor for decode groups, a slice for a chunk)."""
+
+    rows: torch.Tensor | slice
+    key_slots: torch.Tensor  # (G, L) pool slots of the keys each row may see (0 where padded)
+    mask: torch.Tensor  # (G, 1, T, L)
+    decode: bool
+
+
 class TorchPagedContext:
-    """The attention context for one engine step over a `PagedKVCache`."""
+    """The attention context for one engine step over a `PagedKVCache`.
+
+    A step mixes sequences that decode one token with sequences that prefill a chunk. Decode rows go in groups of
+    `DECODE_GROUP` sequences of similar context length, one batched matmul pair per group; each prefill chunk is
+    attended on its own, over its own context. Padding every sequence to the step's longest chunk and longest
+    context made a mixed step of ~120 decodes plus one 400-token chunk cost ~30 s instead of ~2 s.
+    """
 
     def __init__(self, cache: PagedKVCache, layout: StepLayout, positions: torch.Tensor,
                  windows: set[int | None]):
         device = positions.device
         bs = cache.block_size
-        B = len(layout.query_lens)
         self.cache = cache
-        q_lens, ctx_lens = layout.query_lens, layout.context_lens
-        N = sum(q_lens)
-        T = max(q_lens)
+        q_lens, ctx_lens, tables = layout.query_lens, layout.context_lens, layout.block_tables
         starts = [c - q for q, c in zip(q_lens, ctx_lens)]  # position of each sequence's first new token
-        self.is_decode = T == 1
+        offsets = [0]
+        for q in q_lens:
+            offsets.append(offsets[-1] + q)
+        self.num_tokens = offsets[-1]
+        self.is_decode = max(q_lens) == 1
         # slot of each new token, in packed order
-        slots = [t[p // bs] * bs + p % bs for t, s, c in zip(layout.block_tables, starts, ctx_lens)
-                 for p in range(s, c)]
+        slots = [t[p // bs] * bs + p % bs for t, s, c in zip(tables, starts, ctx_lens) for p in range(s, c)]
         self.slot_mapping = torch.tensor(slots, device=device)
-        # packed token -> (sequence, row in the padded query grid); padding points at a zero row appended at N
-        q_index = torch.full((B, T), N, dtype=torch.long)
-        offset = 0
-        for b, q in enumerate(q_lens):
-            q_index[b, :q] = torch.arange(offset, offset + q)
-            offset += q
-        self.q_index = q_index.to(device)
-        self.q_valid = (self.q_index < N)
-        self.num_tokens, self.T = N, T
-        q_pos = torch.tensor([[s + i for i in range(T)] for s in starts], device=device)
-        # per window: the key slots each sequence gathers, and the mask over them
-        self.keys: dict[int | None, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.groups: dict[int | None, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        decode = [b for b, q in enumerate(q_lens) if q == 1]
+        chunks = [b for b, q in enumerate(q_lens) if q > 1]
+        self.parts: dict[int | None, list[_Part]] = {}
         for window in windows:
+            # keys from the first whole block the window can still see (the blocks themselves are kept: a prefix
+            # hit may need them later)
             first = [0 if window is None else max(0, s - window + 1) for s in starts]
-            first = [f - f % bs for f in first]  # whole blocks
-            L = max(c - f for f, c in zip(first, ctx_lens))
-            key_pos = torch.tensor([[f + j for j in range(L)] for f in first], device=device)
-            valid = key_pos < torch.tensor(ctx_lens, device=device)[:, None]
-            table = torch.zeros(B, max(len(t) for t in layout.block_tables) or 1, dtype=torch.long)
-            for b, t in enumerate(layout.block_tables):
-                table[b, : len(t)] = torch.tensor(t, dtype=torch.long)
-            table = table.to(device)
-            block_of = torch.where(valid, key_pos // bs, 0)
-            key_slots = torch.gather(table, 1, block_of) * bs + key_pos % bs
-            key_slots = torch.where(valid, key_slots, 0)
-            mask = attention_mask(q_pos, key_pos, window, valid)
-            self.keys[window] = (key_slots, mask)
-            if self.is_decode and B > DECODE_GROUP:
-                self.groups[window] = self._groups([c - f for f, c in zip(first, ctx_lens)], key_slots, mask)
+            first = [f - f % bs for f in first]
+            parts = []
+            by_length = sorted(decode, key=lambda b: ctx_lens[b] - first[b])
+            for i in range(0, len(by_length), DECODE_GROUP):
+                rows = by_length[i: i + DECODE_GROUP]
+                key_slots, mask = self._keys(rows, first, starts, q_lens, ctx_lens, tables, window, bs, device)
+                parts.append(_Part(torch.tensor([offsets[b] for b in rows], device=device), key_slots, mask, True))
+            for b in chunks:
+                key_slots, mask = self._keys([b], first, starts, q_lens, ctx_lens, tables, window, bs, device)
+                parts.append(_Part(slice(offsets[b], offsets[b + 1]), key_slots, mask, False))
+            self.parts[window] = parts
 
     @staticmethod
-    def _groups(lengths: list[int], key_slots: torch.Tensor, mask: torch.Tensor):
-        """Decode rows in groups of similar context length, each padded only to its own longest."""
-        order = sorted(range(len(lengths)), key=lengths.__getitem__)
-        groups = []
-        for i in range(0, len(order), DECODE_GROUP):
-            rows = order[i: i + DECODE_GROUP]
-            L = max(lengths[r] for r in rows)
-            idx = torch.tensor(rows, device=key_slots.device)
-            groups.append((idx, key_slots[idx, :L], mask[idx][..., :L]))
-        return groups
-
-    def _grouped_decode(self, attn, q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor) -> torch.Tensor:
-        Q = q[0].transpose(0, 1)[:, :, None]  # (B, H, 1, D)
-        out = torch.empty_like(Q)
-        for idx, slots, mask in self.groups[attn.window]:
-            out[idx] = grouped_attention(Q[idx], k_pool[:, slots], v_pool[:, slots], mask, attn.scale,
-                                            attn.softcap)
-        return out[:, :, 0].transpose(0, 1)[None]
+    def _keys(rows: list[int], first: list[int], starts: list[int], q_lens: list[int], ctx_lens: list[int],
+              tables: list[list[int]], window: int | None, bs: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key slots (G, L) and mask (G, 1, T, L) for some sequences, padded to the longest of them."""
+        L = max(ctx_lens[b] - first[b] for b in rows)
+        T = max(q_lens[b] for b in rows)
+        key_pos = torch.tensor([[first[b] + j for j in range(L)] for b in rows])
+        q_pos = torch.tensor([[starts[b] + i for i in range(T)] for b in rows])
+        valid = key_pos < torch.tensor([ctx_lens[b] for b in rows])[:, None]
+        width = max(len(tables[b]) for b in rows)
+        table = torch.tensor([tables[b] + [0] * (width - len(tables[b])) for b in rows], dtype=torch.long)
+        block_of = torch.where(valid, key_pos // bs, 0)
+        key_slots = torch.where(valid, torch.gather(table, 1, block_of) * bs + key_pos % bs, 0)
+        mask = attention_mask(q_pos, key_pos, window, valid)
+        return key_slots.to(device), mask.to(device)
 
     def attend(self, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (1, H, N, D), k and v (1, Hkv, N, D) of the packed new tokens -> (1, H, N, D)."""
         k_pool, v_pool = self.cache.k[attn.layer], self.cache.v[attn.layer]
         k_pool.index_copy_(1, self.slot_mapping, k[0])
         v_pool.index_copy_(1, self.slot_mapping, v[0])
-        if attn.window in self.groups:
-            return self._grouped_decode(attn, q, k_pool, v_pool)
-        key_slots, mask = self.keys[attn.window]
-        K, V = k_pool[:, key_slots], v_pool[:, key_slots]  # (Hkv, B, L, D)
-        H, D = q.shape[1], q.shape[3]
-        if self.is_decode:  # one token per sequence: the packed row is the batch
-            Q = q[0].transpose(0, 1)[:, :, None]  # (B, H, 1, D)
-        else:
-            qp = torch.cat([q[0], q.new_zeros(H, 1, D)], dim=1)  # (H, N + 1, D)
-            Q = qp[:, self.q_index].permute(1, 0, 2, 3)  # (B, H, T, D)
-        if self.T > EAGER_MAX_QUERIES and attn.softcap is None:
-            out = attend(attn, Q, K.transpose(0, 1), V.transpose(0, 1), mask)  # SDPA for long chunks
-        else:
-            out = grouped_attention(Q, K, V, mask, attn.scale, attn.softcap)
-        if self.is_decode:
-            return out[:, :, 0].transpose(0, 1)[None]
-        out = out.permute(1, 0, 2, 3).reshape(H, -1, D)  # (H, B*T, D)
-        flat = self.q_valid.flatten().nonzero().squeeze(1)
-        return out[:, flat][None]
-
+        queries = q[0]  # (H, N, D)
+        out = torch.empty_like(queries)
+        for part in self.parts[attn.window]:
+            K, V = k_pool[:, part.key_slots], v_pool[:, part.key_slots]  # (Hkv, G, L, D)
+            if part.decode:
+                Q = queries[:, part.rows].transpose(0, 1)[:, :, None]  # (G, H, 1, D)
+                o = grouped_attention(Q, K, V, part.mask, attn.scale, attn.softcap)
+                out[:, part.rows] = o[:, :, 0].transpose(0, 1)
+            else:
+                Q = queries[None, :, part.rows]  # (1, H, T, D)
+                if Q.shape[2] > EAGER_MAX_QUERIES and attn.softcap is None:
+                    o = attend(attn, Q, K.transpose(0, 1), V.transpose(0, 1), part.mask)  # SDPA for long chunks
+                else:
+                    o = grouped_attention(Q, K, V, part.mask, attn.scale, attn.softcap)
+                out[:, part.rows] = o[0]
+        return out[None]
