@@ -67,3 +67,21 @@ def test_errors_are_one_line(args, message):
     out = temper(*args)
     assert out.returncode == 2
     assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["serve", "-m", "no-such-model"], "no-such-model"),
+    (["serve", "--api-key-file", "/nonexistent/keys"], "--api-key-file /nonexistent/keys"),
+])
+def test_serve_errors_before_binding(args, message):
+    out = temper(*args, timeout=60)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("temper serve: error:") and message in lines[-1], out.stderr
+
+
+def test_serve_exits_when_the_model_cannot_load(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    out = temper("serve", "-m", str(bad), "--port", "0", "--no-embeddings", timeout=60)
+    assert out.returncode == 2 and "failed to load" in out.stderr.splitlines()[-1], out.stderr
