@@ -185,12 +185,10 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
                 return card
         raise APIError(404, f"the model '{model_id}' does not exist", param="model", code="model_not_found")
 
-    @app.post("/v1/completions", dependencies=api)
-    async def completions(body: CompletionRequest, request: Request):
-        serving = ready()
-        trace = Trace("completions")
-        _annotate(request, trace, body.stream, body.user)
-        jobs = serving.completion_jobs(body)
+    async def generate(request: Request, serving: Serving, trace: Trace, jobs: list, stream: bool,
+                       events: Callable, body: Callable):
+        """Admit, start the engine requests, then stream SSE `events(rid, streams, release)` or return
+        `body(rid, outputs)` once all are done."""
         release = admit(serving)
         rid = request.state.request_id
         try:
@@ -198,14 +196,25 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
         except BaseException:
             release()
             raise
-        if body.stream:
-            return _sse_response(serving.stream_completion(rid, jobs, streams, trace, body, release))
+        if stream:
+            return _sse_response(events(rid, streams, release))
         try:
             outs = await serving.run_to_end(streams, trace, request)
         finally:
             release()
         serving.finish(trace, outs)
-        return serving.completion_body(rid, jobs, outs, trace, body.logprobs)
+        return body(rid, outs)
+
+    @app.post("/v1/completions", dependencies=api)
+    async def completions(body: CompletionRequest, request: Request):
+        serving = ready()
+        trace = Trace("completions")
+        _annotate(request, trace, body.stream, body.user)
+        jobs = serving.completion_jobs(body)
+        return await generate(
+            request, serving, trace, jobs, body.stream,
+            lambda rid, streams, release: serving.stream_completion(rid, jobs, streams, trace, body, release),
+            lambda rid, outs: serving.completion_body(rid, jobs, outs, trace, body.logprobs))
 
     @app.post("/v1/chat/completions", dependencies=api)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
@@ -213,21 +222,10 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
         trace = Trace("chat")
         _annotate(request, trace, body.stream, body.user)
         job = serving.chat_job(body)
-        release = admit(serving)
-        rid = request.state.request_id
-        try:
-            (stream,) = await serving.start([job], rid)
-        except BaseException:
-            release()
-            raise
-        if body.stream:
-            return _sse_response(serving.stream_chat(rid, job, stream, trace, body, release))
-        try:
-            (out,) = await serving.run_to_end([stream], trace, request)
-        finally:
-            release()
-        serving.finish(trace, [out])
-        return serving.chat_body(rid, out, trace, body.logprobs)
+        return await generate(
+            request, serving, trace, [job], body.stream,
+            lambda rid, streams, release: serving.stream_chat(rid, job, streams[0], trace, body, release),
+            lambda rid, outs: serving.chat_body(rid, outs[0], trace, body.logprobs))
 
     @app.post("/v1/embeddings", dependencies=api)
     async def embeddings(body: EmbeddingRequest):

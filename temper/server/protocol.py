@@ -16,6 +16,15 @@ MAX_INT = 2**31 - 1  # bounds every count, so nothing overflows a C long further
 TokenIds = list[Annotated[int, Field(ge=0, le=MAX_INT)]]
 
 
+def _nonempty(v, name: str):
+    """A prompt or input: not an empty list, and no empty token-id list inside one."""
+    if isinstance(v, list) and not v:
+        raise ValueError(f"{name} must not be an empty list")
+    if isinstance(v, list) and any(isinstance(p, list) and not p for p in v):
+        raise ValueError(f"a token-id {name} must not be empty")
+    return v
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -94,14 +103,7 @@ class CompletionRequest(_Sampling):
     best_of: int | None = Field(default=None, ge=1, le=MAX_N)
     suffix: str | None = None
 
-    @field_validator("prompt")
-    @classmethod
-    def _check_prompt(cls, v):
-        if isinstance(v, list) and not v:
-            raise ValueError("prompt must not be an empty list")
-        if isinstance(v, list) and any(isinstance(p, list) and not p for p in v):
-            raise ValueError("a token-id prompt must not be empty")
-        return v
+    _check_prompt = field_validator("prompt")(classmethod(lambda cls, v: _nonempty(v, "prompt")))
 
     @model_validator(mode="after")
     def _check(self) -> CompletionRequest:
@@ -158,14 +160,7 @@ class EmbeddingRequest(_Request):
     dimensions: int | None = Field(default=None, ge=1, le=MAX_INT)
     user: str | None = Field(default=None, max_length=256)
 
-    @field_validator("input")
-    @classmethod
-    def _check_input(cls, v):
-        if isinstance(v, list) and not v:
-            raise ValueError("input must not be an empty list")
-        if isinstance(v, list) and any(isinstance(p, list) and not p for p in v):
-            raise ValueError("a token-id input must not be empty")
-        return v
+    _check_input = field_validator("input")(classmethod(lambda cls, v: _nonempty(v, "input")))
 
 
 class TokenizeRequest(_Request):

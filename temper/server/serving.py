@@ -335,8 +335,38 @@ class Serving:
                 "usage": self.usage(trace)}
 
     # ------------------------------------------------------------------ streaming
-    async def stream_completion(self, rid: str, jobs: list[Job], streams: list[RequestStream], trace: Trace,
-                                req: CompletionRequest, done: Callable[[], None]) -> AsyncIterator[str]:
+    def stream_completion(self, rid: str, jobs: list[Job], streams: list[RequestStream], trace: Trace,
+                          req: CompletionRequest, done: Callable[[], None]) -> AsyncIterator[str]:
+        return self._guarded(self._completion_events(rid, jobs, streams, trace, req), streams, trace, done)
+
+    def stream_chat(self, rid: str, job: Job, stream: RequestStream, trace: Trace, req: ChatCompletionRequest,
+                    done: Callable[[], None]) -> AsyncIterator[str]:
+        return self._guarded(self._chat_events(rid, job, stream, trace, req), [stream], trace, done)
+
+    async def _guarded(self, events: AsyncIterator[str], streams: list[RequestStream], trace: Trace,
+                       done: Callable[[], None]) -> AsyncIterator[str]:
+        """SSE events, then an error event if the request fails midway; on any exit the engine requests are
+        aborted (a no-op once finished) and the queue slot is released."""
+        try:
+            async for event in events:
+                yield event
+        except APIError as e:
+            self.metrics.errors.labels(e.type, str(e.status)).inc()
+            trace.finish_reasons.append("error")
+            yield _sse(e.body())
+            yield "data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):  # the client left
+            trace.finish_reasons.append("abort")
+            self.metrics.requests.labels(trace.endpoint, "abort").inc()
+            raise
+        finally:
+            for stream in streams:
+                stream.abort()
+            await events.aclose()
+            done()
+
+    async def _completion_events(self, rid: str, jobs: list[Job], streams: list[RequestStream], trace: Trace,
+                                 req: CompletionRequest) -> AsyncIterator[str]:
         created, include_usage = int(time.time()), bool(req.stream_options and req.stream_options.include_usage)
         base = {"id": f"cmpl-{rid}", "object": "text_completion", "created": created, "model": self.model_name,
                 "system_fingerprint": FINGERPRINT}
@@ -344,56 +374,44 @@ class Serving:
         sent_tokens: dict[int, int] = {}
         finals: dict[int, RequestOutput] = {}
         closed: set[int] = set()  # choices whose finish_reason went out
-        try:
-            for job in jobs:  # echo: the prompt goes out first
-                if job.prompt_text:
-                    for k in range(job.params.n):
-                        yield _sse({**base, "choices": [{"index": job.first_index + k, "text": job.prompt_text,
-                                                         "logprobs": None, "finish_reason": None}],
-                                    **({"usage": None} if include_usage else {})})
-            async for i, out in self.merged(streams, trace):
-                job = jobs[i]
-                if out.finished:
-                    finals[i] = out
-                for k, o in enumerate(out.outputs):
-                    index = job.first_index + k
-                    text = "" if job.echo_max0 else o.text[sent_text.get(index, 0):]
-                    new_ids = [] if job.echo_max0 else o.token_ids[sent_tokens.get(index, 0):]
-                    finished = o.finish_reason is not None and index not in closed
-                    if not text and not finished:
-                        continue
-                    if finished:
-                        closed.add(index)
-                    finish = "length" if job.echo_max0 else o.finish_reason
-                    lps = None
-                    if req.logprobs is not None and new_ids:
-                        new_lps = (o.logprobs or [])[sent_tokens.get(index, 0):]
-                        lps = self.completion_logprobs(new_lps, new_ids, sent_text.get(index, 0))
-                    sent_text[index] = len(o.text)
-                    sent_tokens[index] = len(o.token_ids)
-                    yield _sse({**base, "choices": [{"index": index, "text": text, "logprobs": lps,
-                                                     "finish_reason": finish}],
+        for job in jobs:  # echo: the prompt goes out first
+            if job.prompt_text:
+                for k in range(job.params.n):
+                    yield _sse({**base, "choices": [{"index": job.first_index + k, "text": job.prompt_text,
+                                                     "logprobs": None, "finish_reason": None}],
                                 **({"usage": None} if include_usage else {})})
-            self.finish(trace, [finals[i] for i in sorted(finals)])
-            if any(job.echo_max0 for job in jobs):
-                trace.completion_tokens = 0
-            if include_usage:
-                yield _sse({**base, "choices": [], "usage": self.usage(trace)})
-            yield "data: [DONE]\n\n"
-        except APIError as e:
-            self.metrics.errors.labels(e.type, str(e.status)).inc()
-            trace.finish_reasons.append("error")
-            yield _sse(e.body())
-            yield "data: [DONE]\n\n"
-        except (asyncio.CancelledError, GeneratorExit):  # the client left: merged() aborted the requests
-            trace.finish_reasons.append("abort")
-            self.metrics.requests.labels(trace.endpoint, "abort").inc()
-            raise
-        finally:
-            done()
+        async for i, out in self.merged(streams, trace):
+            job = jobs[i]
+            if out.finished:
+                finals[i] = out
+            for k, o in enumerate(out.outputs):
+                index = job.first_index + k
+                text = "" if job.echo_max0 else o.text[sent_text.get(index, 0):]
+                new_ids = [] if job.echo_max0 else o.token_ids[sent_tokens.get(index, 0):]
+                finished = o.finish_reason is not None and index not in closed
+                if not text and not finished:
+                    continue
+                if finished:
+                    closed.add(index)
+                finish = "length" if job.echo_max0 else o.finish_reason
+                lps = None
+                if req.logprobs is not None and new_ids:
+                    new_lps = (o.logprobs or [])[sent_tokens.get(index, 0):]
+                    lps = self.completion_logprobs(new_lps, new_ids, sent_text.get(index, 0))
+                sent_text[index] = len(o.text)
+                sent_tokens[index] = len(o.token_ids)
+                yield _sse({**base, "choices": [{"index": index, "text": text, "logprobs": lps,
+                                                 "finish_reason": finish}],
+                            **({"usage": None} if include_usage else {})})
+        self.finish(trace, [finals[i] for i in sorted(finals)])
+        if any(job.echo_max0 for job in jobs):
+            trace.completion_tokens = 0
+        if include_usage:
+            yield _sse({**base, "choices": [], "usage": self.usage(trace)})
+        yield "data: [DONE]\n\n"
 
-    async def stream_chat(self, rid: str, job: Job, stream: RequestStream, trace: Trace,
-                          req: ChatCompletionRequest, done: Callable[[], None]) -> AsyncIterator[str]:
+    async def _chat_events(self, rid: str, job: Job, stream: RequestStream, trace: Trace,
+                           req: ChatCompletionRequest) -> AsyncIterator[str]:
         created, include_usage = int(time.time()), bool(req.stream_options and req.stream_options.include_usage)
         base = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created,
                 "model": self.model_name, "system_fingerprint": FINGERPRINT}
@@ -402,42 +420,30 @@ class Serving:
         sent_tokens: dict[int, int] = {}
         final = None
         closed: set[int] = set()  # choices whose finish_reason went out
-        try:
-            for k in range(job.params.n):
-                yield _sse({**base, "choices": [{"index": k, "delta": {"role": "assistant", "content": ""},
-                                                 "logprobs": None, "finish_reason": None}], **usage})
-            async for _, out in self.merged([stream], trace):
-                if out.finished:
-                    final = out
-                for k, o in enumerate(out.outputs):
-                    text = o.text[sent_text.get(k, 0):]
-                    new = o.token_ids[sent_tokens.get(k, 0):]
-                    if text or (new and req.logprobs):
-                        lps = None
-                        if req.logprobs:
-                            lps = self.chat_logprobs((o.logprobs or [])[sent_tokens.get(k, 0):])
-                        sent_text[k], sent_tokens[k] = len(o.text), len(o.token_ids)
-                        yield _sse({**base, "choices": [{"index": k, "delta": {"content": text}, "logprobs": lps,
-                                                         "finish_reason": None}], **usage})
-                    if o.finish_reason is not None and k not in closed:
-                        closed.add(k)
-                        yield _sse({**base, "choices": [{"index": k, "delta": {}, "logprobs": None,
-                                                         "finish_reason": o.finish_reason}], **usage})
-            self.finish(trace, [final] if final is not None else [])
-            if include_usage:
-                yield _sse({**base, "choices": [], "usage": self.usage(trace)})
-            yield "data: [DONE]\n\n"
-        except APIError as e:
-            self.metrics.errors.labels(e.type, str(e.status)).inc()
-            trace.finish_reasons.append("error")
-            yield _sse(e.body())
-            yield "data: [DONE]\n\n"
-        except (asyncio.CancelledError, GeneratorExit):  # the client left: merged() aborted the requests
-            trace.finish_reasons.append("abort")
-            self.metrics.requests.labels(trace.endpoint, "abort").inc()
-            raise
-        finally:
-            done()
+        for k in range(job.params.n):
+            yield _sse({**base, "choices": [{"index": k, "delta": {"role": "assistant", "content": ""},
+                                             "logprobs": None, "finish_reason": None}], **usage})
+        async for _, out in self.merged([stream], trace):
+            if out.finished:
+                final = out
+            for k, o in enumerate(out.outputs):
+                text = o.text[sent_text.get(k, 0):]
+                new = o.token_ids[sent_tokens.get(k, 0):]
+                if text or (new and req.logprobs):
+                    lps = None
+                    if req.logprobs:
+                        lps = self.chat_logprobs((o.logprobs or [])[sent_tokens.get(k, 0):])
+                    sent_text[k], sent_tokens[k] = len(o.text), len(o.token_ids)
+                    yield _sse({**base, "choices": [{"index": k, "delta": {"content": text}, "logprobs": lps,
+                                                     "finish_reason": None}], **usage})
+                if o.finish_reason is not None and k not in closed:
+                    closed.add(k)
+                    yield _sse({**base, "choices": [{"index": k, "delta": {}, "logprobs": None,
+                                                     "finish_reason": o.finish_reason}], **usage})
+        self.finish(trace, [final] if final is not None else [])
+        if include_usage:
+            yield _sse({**base, "choices": [], "usage": self.usage(trace)})
+        yield "data: [DONE]\n\n"
 
 
 def _finite(x: float) -> float:
