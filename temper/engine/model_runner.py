@@ -10,6 +10,7 @@ from temper.engine.attention.torch_paged import StepLayout
 from temper.engine.config import EngineConfig
 from temper.engine.scheduler import ScheduledBatch
 from temper.models import CausalLM
+from temper.models.layers import fuse_projections
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class ModelRunner:
     def __init__(self, model: CausalLM, config: EngineConfig, max_model_len: int):
         self.model = model
         self.config = config
+        fused = fuse_projections(model)  # q/k/v and gate/up as one matmul each: fewer, larger GEMMs
+        log.debug("fused %d projection groups", fused)
         self.device = model.device
         per_block = PagedKVCache.bytes_per_block(model.config, config.block_size, model.dtype)
         budget = config.kv_cache_memory or int(available_memory(self.device) * config.kv_cache_fraction)

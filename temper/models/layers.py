@@ -105,11 +105,17 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
+        self.qkv: FusedLinear | None = None  # set by fuse_projections()
+
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
-        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if self.qkv is not None:
+            q, k, v = self.qkv(x)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
+        k = k.view(B, T, self.num_kv_heads, self.head_dim)
+        v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q.transpose(1, 2), *rope)  # (B, H, T, D)
@@ -127,8 +133,65 @@ class GatedMLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
         self.gelu = config.hidden_act == "gelu_tanh"
+        self.gate_up: FusedLinear | None = None  # set by fuse_projections()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up is not None:
+            g, u = self.gate_up(x)
+            g = F.gelu(g, approximate="tanh") if self.gelu else F.silu(g)
+            return self.down_proj(g.mul_(u))
         g = self.gate_proj(x)
         g = F.gelu(g, approximate="tanh") if self.gelu else F.silu(g)
         return self.down_proj(g * self.up_proj(x))
+
+
+class FusedLinear:
+    """Several plain linear layers that read the same input, run as one matmul (fewer, larger GEMMs: what the
+    engine wants for small batches on CPU). The layers' weights become views of the stacked buffer, so memory is
+    unchanged and state_dict() still shows each layer. Not an nn.Module: the layers stay where they are."""
+
+    def __init__(self, linears: list[nn.Linear]):
+        self.linears = linears
+        self._stack()
+
+    def _stack(self) -> None:
+        linears = self.linears
+        self.sizes = [m.out_features for m in linears]
+        with torch.no_grad():
+            weight = torch.cat([m.weight for m in linears])
+            self.bias = torch.cat([m.bias for m in linears]) if linears[0].bias is not None else None
+            offset = 0
+            for m, n in zip(linears, self.sizes):
+                m.weight = nn.Parameter(weight[offset: offset + n], requires_grad=m.weight.requires_grad)
+                if self.bias is not None:
+                    m.bias = nn.Parameter(self.bias[offset: offset + n], requires_grad=m.bias.requires_grad)
+                offset += n
+        self.weight = weight
+        self._params = [m.weight for m in linears]
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if any(m.weight is not p for m, p in zip(self.linears, self._params)):
+            self._stack()  # a layer got a new weight tensor (load_state_dict(assign=True), a swap): restack
+        return F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1)
+
+    @staticmethod
+    def possible(linears: list[nn.Module]) -> bool:
+        """Only plain float nn.Linear layers of one dtype and device (quantized layers keep their own kernels)."""
+        return all(type(m) is nn.Linear for m in linears) and \
+            len({(m.weight.dtype, m.weight.device) for m in linears}) == 1 and \
+            all((m.bias is None) == (linears[0].bias is None) for m in linears)
+
+
+def fuse_projections(model: nn.Module) -> int:
+    """Fuse q/k/v and gate/up of every layer that allows it; returns how many groups were fused."""
+    fused = 0
+    for module in model.modules():
+        if isinstance(module, Attention) and module.qkv is None and \
+                FusedLinear.possible([module.q_proj, module.k_proj, module.v_proj]):
+            module.qkv = FusedLinear([module.q_proj, module.k_proj, module.v_proj])
+            fused += 1
+        elif isinstance(module, GatedMLP) and module.gate_up is None and \
+                FusedLinear.possible([module.gate_proj, module.up_proj]):
+            module.gate_up = FusedLinear([module.gate_proj, module.up_proj])
+            fused += 1
+    return fused

@@ -187,38 +187,47 @@ class Serving:
             if watcher in done:
                 log.info("client disconnected; aborting %s", streams[0].request_id.rsplit("-", 1)[0])
                 raise asyncio.CancelledError
-            raise APIError(408, f"the request did not finish within the server's timeout of {self.timeout:g} s",
-                           code="request_timeout")
+            raise self._timeout_error()
         finally:
             watcher.cancel()
             work.cancel()
             for s in streams:
                 s.abort()
 
+    def _timeout_error(self) -> APIError:
+        return APIError(408, f"the request did not finish within the server's timeout of {self.timeout:g} s",
+                        code="request_timeout")
+
     async def merged(self, streams: list[RequestStream], trace: Trace) -> AsyncIterator[tuple[int, RequestOutput]]:
-        """(job index, output) from every stream as they come, within the timeout."""
-        queue: asyncio.Queue = asyncio.Queue()
-
-        async def pump(i: int, stream: RequestStream) -> None:
-            try:
-                async for out in stream:
-                    await queue.put((i, out))
-            except BaseException as e:  # noqa: BLE001 -- hand it to the consumer
-                await queue.put((i, e))
-                return
-            await queue.put((i, None))
-
-        tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
-        remaining = len(streams)
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        """(job index, output) from every stream as they come; past the timeout the streams fail with a 408."""
+        timer = None
+        if self.timeout is not None:
+            error = self._timeout_error()
+            timer = asyncio.get_running_loop().call_later(self.timeout,
+                                                          lambda: [s.fail(error) for s in streams])
+        tasks: list[asyncio.Future] = []
         try:
-            while remaining:
-                wait = None if deadline is None else max(deadline - time.monotonic(), 0)
+            if len(streams) == 1:  # the common case: no pump tasks
+                async for out in streams[0]:
+                    if trace.first_token is None and out.metrics.first_token_time is not None:
+                        trace.first_token = out.metrics.first_token_time
+                    yield 0, out
+                return
+            queue: asyncio.Queue = asyncio.Queue()
+
+            async def pump(i: int, stream: RequestStream) -> None:
                 try:
-                    i, item = await asyncio.wait_for(queue.get(), wait)
-                except TimeoutError:
-                    raise APIError(408, f"the request did not finish within the server's timeout of "
-                                        f"{self.timeout:g} s", code="request_timeout") from None
+                    async for out in stream:
+                        await queue.put((i, out))
+                except BaseException as e:  # noqa: BLE001 -- hand it to the consumer
+                    await queue.put((i, e))
+                    return
+                await queue.put((i, None))
+
+            tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
+            remaining = len(streams)
+            while remaining:
+                i, item = await queue.get()
                 if item is None:
                     remaining -= 1
                     continue
@@ -228,6 +237,8 @@ class Serving:
                     trace.first_token = item.metrics.first_token_time
                 yield i, item
         finally:
+            if timer is not None:
+                timer.cancel()
             for t in tasks:
                 t.cancel()
             for s in streams:
