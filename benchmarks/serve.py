@@ -13,6 +13,8 @@ vLLM's `vllm bench serve` (formerly benchmarks/benchmark_serving.py), all on the
 - E2E latency: request sent -> last content chunk.
 - TPOT: (E2E - TTFT) / (output_tokens - 1) per request, over requests with more than one output token.
 - ITL: every gap between successive content chunks, pooled over requests (a chunk may carry several tokens).
+- A stream that ends cleanly with no content (the model's first token ends its turn) counts as done and is
+  reported as `empty`, left out of TTFT and E2E (vLLM's client counts it as failed).
 - Output tokens: `usage.completion_tokens` (asked for with stream_options.include_usage), else the number of
   content chunks; input tokens: `usage.prompt_tokens`, else the prompt's word count.
 - Duration: first request submitted -> last request done; req/s = completed / duration, out tok/s = output
@@ -64,6 +66,7 @@ class RequestResult:
     output_tokens: int = 0
     prompt_tokens: int = 0
     has_usage: bool = False
+    empty: bool = False  # completed with no content (vLLM's client counts these as failures; we count them apart)
 
 
 class _RawText:
@@ -147,8 +150,8 @@ async def send(client: httpx.AsyncClient, args: argparse.Namespace, prompt: str)
     except (httpx.HTTPError, json.JSONDecodeError) as e:
         result.error = f"{type(e).__name__}: {e}"
         return result
-    if num_chunks == 0:
-        result.error = "the stream carried no content"
+    if num_chunks == 0:  # a clean stream that ended at once (end of turn first): done, but no TTFT to count
+        result.ok, result.empty, result.e2e = True, True, time.perf_counter() - start
         return result
     result.ok, result.e2e = True, last - start
     if not result.has_usage:
@@ -222,10 +225,11 @@ def level_metrics(results: list[RequestResult], duration: float, cpu_s: float, c
         "total_token_throughput": (input_tokens + output_tokens) / duration,
         "total_input_tokens": input_tokens, "total_output_tokens": output_tokens,
         "token_counts": "usage" if num_usage == len(done) else "chunks" if num_usage == 0 else "mixed",
-        "ttft_ms": summarize_ms([r.ttft for r in done]),
+        "empty": sum(r.empty for r in done),
+        "ttft_ms": summarize_ms([r.ttft for r in done if not r.empty]),
         "tpot_ms": summarize_ms([(r.e2e - r.ttft) / (r.output_tokens - 1) for r in done if r.output_tokens > 1]),
         "itl_ms": summarize_ms([gap for r in done for gap in r.itl]),
-        "e2e_ms": summarize_ms([r.e2e for r in done]),
+        "e2e_ms": summarize_ms([r.e2e for r in done if not r.empty]),
         "client_cpu_s": cpu_s, "client_cpu_fraction": cpu_s / duration,
     }
 
@@ -285,6 +289,9 @@ async def benchmark(args: argparse.Namespace) -> list[dict]:
             results, duration, cpu_s = await run_level(client, args, prompts, concurrency)
             rows.append(level_metrics(results, duration, cpu_s, concurrency))
             print(format_row(rows[-1]), flush=True)
+            if rows[-1]["empty"]:
+                print(f"{'':>5} {rows[-1]['empty']} of them ended at once with no content (counted as done, left out "
+                      "of TTFT and E2E)", flush=True)
             if offline is not None:
                 row = rows[-1]
                 row.update(offline.run(prompts, concurrency))
