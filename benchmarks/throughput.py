@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--max-num-seqs", type=int, default=256)
     ap.add_argument("--max-num-batched-tokens", type=int, default=512)
+    ap.add_argument("--block-size", type=int, default=EngineConfig.block_size, help="tokens per KV block")
     ap.add_argument("--hf-batch", type=int, default=32)
     ap.add_argument("--hf-requests", type=int, default=64, help="run the transformers anchors on this many")
     ap.add_argument("--no-hf", action="store_true")
@@ -96,7 +97,7 @@ def main() -> None:
     loaded = load(path)
     prompts = sharegpt_prompts(max(args.requests), loaded.tokenizer)
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-                          kv_cache_memory=4 << 30, max_model_len=2048)
+                          block_size=args.block_size, kv_cache_memory=4 << 30, max_model_len=2048)
     rows = []
     for n in args.requests:
         rows.append({"requests": n, **run_temper(loaded, prompts[:n], args.gen, config)})
