@@ -122,7 +122,7 @@ class TorchPagedContext:
               tables: list[list[int]], window: int | None, bs: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Blocks (G, nblk) and mask (G, 1, T, nblk * bs) for some sequences, padded to the longest of them.
 
-        Keys are gathered a whole block at a time (one 4 KiB copy per block and head instead of 16 of 256 B):
+        Keys are gathered a whole block at a time (one copy of block_size * head_dim values per block and head):
         `first` is block-aligned, so key j of row g sits at position first[g] + j.
         """
         nblk = max(-(-(ctx_lens[b] - first[b]) // bs) for b in rows)
