@@ -12,6 +12,7 @@ import copy
 import logging
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator
 
 from temper.engine.llm_engine import LLMEngine
@@ -22,6 +23,7 @@ from temper.errors import TemperError
 log = logging.getLogger(__name__)
 
 _ACCEPTED = object()
+STATS_PERIOD = 0.25  # seconds between stats snapshots while the engine is busy (always one when it goes idle)
 
 
 class RequestStream:
@@ -76,6 +78,7 @@ class AsyncLLMEngine:
         self._stopped = False
         self._ids = 0
         self._stats = copy.deepcopy(engine.stats())
+        self._published = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="temper-engine", daemon=True)
         self._thread.start()
 
@@ -185,7 +188,8 @@ class AsyncLLMEngine:
                 self._deliver(request_id, _ACCEPTED)
 
     def _publish_stats(self) -> None:
-        self._stats = copy.deepcopy(self.engine.stats())
+        self._stats = copy.deepcopy(self.engine.stats())  # walks every block table: not on every step
+        self._published = time.monotonic()
 
     def _run(self) -> None:
         while not self._stopped:
@@ -204,4 +208,5 @@ class AsyncLLMEngine:
                     self._deliver(request_id, RuntimeError(f"engine step failed: {e}"))
                 continue
             self._deliver_step(outputs)
-            self._publish_stats()
+            if time.monotonic() - self._published > STATS_PERIOD:
+                self._publish_stats()
