@@ -1,8 +1,12 @@
 """Online serving: an async streaming load generator for any OpenAI-compatible server (temper, llama.cpp, vLLM).
 
-    temper serve ...                      # or: llama-server -m model.gguf --port 8000 -np 32 -c 65536
-    python benchmarks/serve.py --label temper --concurrency 1,8,32 --num-prompts 64 --ignore-eos
-    python benchmarks/serve.py --label llama.cpp --endpoint chat --dataset random --input-len 128 --ignore-eos
+    temper serve --kv-cache-memory 2 --no-embeddings      # or: llama-server -m model.gguf -np 32 -c 16384 -t 2
+    python benchmarks/serve.py --label temper --dataset random --input-len 128 --concurrency 32 --num-prompts 64 \
+        --ignore-eos --offline smollm2-135m-instruct --offline-kv-gib 2   # --offline: the HTTP layer's overhead
+    python benchmarks/serve.py --label llama.cpp --base-url http://127.0.0.1:8080 --dataset random --ignore-eos
+    python benchmarks/serve.py --dataset sharegpt --max-tokens 64 --ignore-eos --concurrency 256 --num-prompts 256
+
+llama.cpp's tools build with benchmarks/anchors/build_llamacpp.sh (binaries in ~/.cache/temper/llama.cpp/bin).
 
 For llama-server give every slot room for prompt + output: its context is split over `-np` slots.
 Each concurrency level submits --num-prompts requests at once (or at Poisson --request-rate arrivals), at most
