@@ -73,5 +73,4 @@ class ServerMetrics:
                                      registry=r)
         self.generation_tokens = Counter("temper_generation_tokens", "completion tokens returned", registry=r)
         self.errors = Counter("temper_errors", "error responses by type", ["type", "status"], registry=r)
-        self.in_flight = None  # set by the app: a gauge function
         r.register(_EngineCollector(stats))

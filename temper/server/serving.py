@@ -22,7 +22,7 @@ from temper.engine.outputs import CompletionOutput, RequestOutput
 from temper.engine.sampler import TokenLogprobs
 from temper.engine.sampling_params import SamplingParams, StructuredOutput
 from temper.errors import ContextLengthExceededError
-from temper.server.errors import APIError, error_body
+from temper.server.errors import APIError
 from temper.server.metrics import ServerMetrics
 from temper.server.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
 
@@ -53,6 +53,11 @@ class Trace:
     cached_tokens: int = 0
     first_token: float | None = None
     finish_reasons: list[str] = field(default_factory=list)
+
+    def saw(self, out: RequestOutput) -> None:
+        """Note the first token's time from an engine output."""
+        if self.first_token is None and out.metrics.first_token_time is not None:
+            self.first_token = out.metrics.first_token_time
 
 
 class Serving:
@@ -172,8 +177,7 @@ class Serving:
         async def final(stream: RequestStream) -> RequestOutput:
             last = None
             async for out in stream:
-                if trace.first_token is None and out.metrics.first_token_time is not None:
-                    trace.first_token = out.metrics.first_token_time
+                trace.saw(out)
                 last = out
             return last
 
@@ -209,8 +213,7 @@ class Serving:
         try:
             if len(streams) == 1:  # the common case: no pump tasks
                 async for out in streams[0]:
-                    if trace.first_token is None and out.metrics.first_token_time is not None:
-                        trace.first_token = out.metrics.first_token_time
+                    trace.saw(out)
                     yield 0, out
                 return
             queue: asyncio.Queue = asyncio.Queue()
@@ -233,8 +236,7 @@ class Serving:
                     continue
                 if isinstance(item, BaseException):
                     raise item
-                if trace.first_token is None and item.metrics.first_token_time is not None:
-                    trace.first_token = item.metrics.first_token_time
+                trace.saw(item)
                 yield i, item
         finally:
             if timer is not None:
@@ -472,5 +474,3 @@ async def _wait_disconnect(raw: Request) -> None:
         if message["type"] == "http.disconnect":
             return
 
-
-__all__ = ["Serving", "Job", "Trace", "error_body"]

@@ -17,7 +17,6 @@ from temper.server.app import ServerConfig
 from tests.server.conftest import start_server, tiny_loader
 
 openai = pytest.importorskip("openai")
-CompletionFields = {"prompt", "max_tokens", "n", "best_of", "top_k", "min_tokens", "logprobs", "echo", "seed", "stop", "stop_token_ids", "logit_bias", "response_format", "min_p", "top_p", "temperature", "stream", "ignore_eos", "repetition_penalty", "presence_penalty", "frequency_penalty", "messages", "tokens", "input", "max_completion_tokens", "top_logprobs"}
 LONG = {"model": "tiny", "prompt": "Tell me everything.", "max_tokens": 4000, "ignore_eos": True}
 
 
@@ -136,7 +135,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
 def test_fuzz_openapi_schema_finds_no_5xx(keyed):
     """Hypothesis-generated bodies for every operation of the OpenAPI schema: no 5xx, no crash."""
     schemathesis = pytest.importorskip("schemathesis")
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, given, settings
 
     schema = schemathesis.openapi.from_url(f"{keyed.url}/openapi.json")
     failures = []
@@ -150,10 +149,6 @@ def test_fuzz_openapi_schema_finds_no_5xx(keyed):
             response = case.call(base_url=keyed.url, headers=headers, timeout=30)
             if response.status_code >= 500:
                 failures.append((op.method, op.path, response.status_code, response.text[:300], case.body))
-        op.as_strategy()  # builds the strategy (raises on a broken schema)
-        from hypothesis import given
         given(op.as_strategy())(check)()
-    for f in failures[:8]:
-        print("FAIL", f[:4], {k: v for k, v in (f[4] or {}).items() if k in CompletionFields})
     assert not failures, failures[:5]
     assert httpx.get(f"{keyed.url}/health").status_code == 200
