@@ -18,11 +18,11 @@ class LLM:
     """Load a model (registered name, GGUF file or HF folder) and generate with continuous batching."""
 
     def __init__(self, model: str = "smollm2-135m-instruct", device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, **engine_options):
+                 dtype: torch.dtype = torch.float32, quantization: str | None = None, **engine_options):
         from temper.models.loader import load
         from temper.models.registry import resolve
 
-        loaded = load(resolve(model), device=device, dtype=dtype)
+        loaded = load(resolve(model), device=device, dtype=dtype, quantization=quantization)
         self.model_name = model
         self.tokenizer = loaded.tokenizer
         self.engine = LLMEngine(loaded.model, loaded.tokenizer, EngineConfig(**engine_options))

@@ -123,12 +123,15 @@ def unpermute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def iter_tensors(reader, config: ModelConfig) -> Iterator[tuple[str, np.ndarray]]:
-    """(HF name, fp32 array in HF layout) for each tensor: dequantized, q/k un-permuted, Gemma norms un-offset."""
+def iter_tensors(reader, config: ModelConfig, only: set[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """(HF name, fp32 array in HF layout) for each tensor (or those named in `only`): dequantized, q/k
+    un-permuted, Gemma norms un-offset."""
     from gguf.quants import dequantize
 
     is_llama = config.family == "llama"
     for t in reader.tensors:
+        if only is not None and t.name not in only:
+            continue
         name = hf_name(t.name, config.family)
         try:
             w = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)

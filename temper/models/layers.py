@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from temper.models.config import ModelConfig
+from temper.quant.linear import QuantLinear
 
 if TYPE_CHECKING:
     from temper.models.attention import AttentionContext
@@ -150,9 +151,14 @@ class FusedLinear:
     engine wants for small batches on CPU). The layers' weights become views of the stacked buffer, so memory is
     unchanged and state_dict() still shows each layer. Not an nn.Module: the layers stay where they are."""
 
-    def __init__(self, linears: list[nn.Linear]):
+    def __init__(self, linears: list[nn.Module]):
         self.linears = linears
-        self._stack()
+        self.quantized: QuantLinear | None = None
+        if isinstance(linears[0], QuantLinear):  # quantized layers fuse their codes (the originals become views)
+            self.sizes = [m.out_features for m in linears]
+            self.quantized = QuantLinear.fuse(linears)
+        else:
+            self._stack()
 
     def _stack(self) -> None:
         linears = self.linears
@@ -170,13 +176,17 @@ class FusedLinear:
         self._params = [m.weight for m in linears]
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.quantized is not None:
+            return self.quantized(x).split(self.sizes, dim=-1)
         if any(m.weight is not p for m, p in zip(self.linears, self._params)):
             self._stack()  # a layer got a new weight tensor (load_state_dict(assign=True), a swap): restack
         return F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1)
 
     @staticmethod
     def possible(linears: list[nn.Module]) -> bool:
-        """Only plain float nn.Linear layers of one dtype and device (quantized layers keep their own kernels)."""
+        """Plain float nn.Linear layers of one dtype and device, or quantized layers of one scheme."""
+        if isinstance(linears[0], QuantLinear):
+            return QuantLinear.can_fuse(linears)
         return all(type(m) is nn.Linear for m in linears) and \
             len({(m.weight.dtype, m.weight.device) for m in linears}) == 1 and \
             all((m.bias is None) == (linears[0].bias is None) for m in linears)

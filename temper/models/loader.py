@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING
 from temper.errors import ModelFormatError, ModelNotFoundError
 from temper.models import CausalLM, ModelConfig, build_model
 from temper.models.gguf_file import GGUF_MAGIC, config_from_gguf, iter_tensors, open_gguf
+from temper.quant.config import QuantConfig
+from temper.quant.linear import QuantEmbedding, QuantLinear
+from temper.quant.model import install_quantized_modules, quantize_model
 
 if TYPE_CHECKING:
     from temper.tokenizer import Tokenizer
@@ -58,15 +61,26 @@ def file_sha256(path: Path) -> str:
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-         use_cache: bool = True) -> LoadedModel:
-    """Load a GGUF file or an HF folder onto `device` in `dtype` (resolve registry names first)."""
+         use_cache: bool = True, quantization: str | QuantConfig | None = None) -> LoadedModel:
+    """Load a GGUF file or an HF folder onto `device` in `dtype` (resolve registry names first).
+
+    Args:
+        quantization: None loads the weights as stored: a temper-quantized folder stays quantized, a GGUF file is
+            dequantized to `dtype`. "gguf" keeps a GGUF file's 4- and 8-bit blocks as int4/int8 layers (see
+            `temper.quant.gguf`). "int8", "int4" or a `QuantConfig` quantize float weights at load (round to
+            nearest); calibrated int4 needs `temper quantize` ahead of time.
+    """
     from temper.tokenizer import Tokenizer
 
     start = time.perf_counter()
     path = Path(path)
     if not path.exists():
         raise ModelNotFoundError(f"{path} does not exist")
-    if path.is_dir():
+    if quantization == "gguf":
+        if path.is_dir():
+            raise ValueError(f"quantization 'gguf' keeps a GGUF file's blocks, but {path} is a folder")
+        model, config, tokenizer = load_gguf(path, device, dtype, keep_quantized=True)
+    elif path.is_dir():
         model, config = load_pretrained_weights(path, device, dtype)
         tokenizer = Tokenizer.from_pretrained(path)
     elif use_cache:
@@ -75,23 +89,36 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: tor
         tokenizer = Tokenizer.from_pretrained(folder)
     else:
         model, config, tokenizer = load_gguf(path, device, dtype)
+    if quantization not in (None, "gguf"):
+        quant = quantization if isinstance(quantization, QuantConfig) else QuantConfig.from_name(quantization)
+        if getattr(model, "quant_config", None) is not None:
+            raise ValueError(f"{path} is already quantized ({model.quant_config.method}); load it without "
+                             "--quantization")
+        quantize_model(model, quant)
     model.eval()
     return LoadedModel(model, tokenizer, config, path, time.perf_counter() - start)
 
 
-def load_gguf(path: Path, device: str | torch.device = "cpu",
-              dtype: torch.dtype = torch.float32) -> tuple[CausalLM, ModelConfig, Tokenizer]:
-    """Parse and dequantize a GGUF file directly (no cache)."""
+def load_gguf(path: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+              keep_quantized: bool = False) -> tuple[CausalLM, ModelConfig, Tokenizer]:
+    """Parse a GGUF file directly (no cache): dequantized to `dtype`, or with its quantized blocks kept."""
     from temper.tokenizer import Tokenizer
 
     from tqdm import tqdm
 
     reader = open_gguf(path)
     config = config_from_gguf(reader)
-    tensors = tqdm(iter_tensors(reader, config), total=len(reader.tensors), unit="tensor", leave=False,
-                   desc=f"dequantizing {path.name}")
-    state = {name: torch.from_numpy(w) for name, w in tensors}
+    if keep_quantized:
+        from temper.quant.gguf import quantized_state
+
+        state = dict(quantized_state(reader, config))
+    else:
+        tensors = tqdm(iter_tensors(reader, config), total=len(reader.tensors), unit="tensor", leave=False,
+                       desc=f"dequantizing {path.name}")
+        state = {name: torch.from_numpy(w) for name, w in tensors}
     model = _materialize(config, state, device, dtype)
+    if keep_quantized:
+        model.quant_config = QuantConfig(method="gguf", group_size=32, head_bits=8)
     return model, config, Tokenizer.from_gguf(path, reader=reader)
 
 
@@ -118,6 +145,12 @@ def converted_folder(path: Path) -> Path:
 
 
 def read_config(folder: Path) -> ModelConfig:
+    config, _ = read_configs(folder)
+    return config
+
+
+def read_configs(folder: Path) -> tuple[ModelConfig, QuantConfig | None]:
+    """The model config of an HF folder, and its quantization config when temper quantized it."""
     try:
         raw = json.loads((folder / "config.json").read_text())
     except FileNotFoundError:
@@ -126,7 +159,8 @@ def read_config(folder: Path) -> ModelConfig:
         raise ModelFormatError(f"{folder}/config.json is not valid JSON: {e}") from None
     config = ModelConfig.from_hf(raw)
     meta = raw.get("temper", {})
-    return config.replace(name=meta.get("name", config.name), license=meta.get("license", config.license))
+    quant = QuantConfig.from_json(raw["quantization_config"]) if "quantization_config" in raw else None
+    return config.replace(name=meta.get("name", config.name), license=meta.get("license", config.license)), quant
 
 
 def load_pretrained_weights(folder: Path, device: str | torch.device = "cpu",
@@ -135,7 +169,7 @@ def load_pretrained_weights(folder: Path, device: str | torch.device = "cpu",
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    config = read_config(folder)
+    config, quant = read_configs(folder)
     index = folder / "model.safetensors.index.json"
     if index.exists():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -149,32 +183,52 @@ def load_pretrained_weights(folder: Path, device: str | torch.device = "cpu",
             state.update(load_file(folder / name))
         except (SafetensorError, FileNotFoundError, OSError) as e:
             raise ModelFormatError(f"cannot read {folder / name}: {e}") from None
-    return _materialize(config, state, device, dtype), config
+    model = _materialize(config, state, device, dtype)
+    if quant is not None:
+        model.quant_config = quant
+    elif any(isinstance(m, QuantLinear) for m in model.modules()):
+        raise ModelFormatError(f"{folder} holds quantized weights but its config.json has no quantization_config")
+    return model, config
 
 
 def _materialize(config: ModelConfig, state: dict[str, torch.Tensor], device: str | torch.device,
                  dtype: torch.dtype) -> CausalLM:
-    """Build the model on the meta device and adopt the given tensors, so weights are never copied twice."""
+    """Build the model on the meta device and adopt the given tensors, so weights are never copied twice.
+
+    Quantized tensors (`<module>.qweight`, `.scales`, `.zeros`) turn their modules into quantized ones and keep
+    their own dtypes; float tensors are cast to `dtype`.
+    """
     state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
-    if config.tie_word_embeddings:
+    tied = config.tie_word_embeddings
+    if tied:
         state.pop("lm_head.weight", None)
     with torch.device("meta"):
         model = build_model(config)
-    expected = {k for k in model.state_dict() if not (config.tie_word_embeddings and k == "lm_head.weight")}
+    try:
+        quantized = install_quantized_modules(model, state, tied)
+    except ValueError as e:
+        raise ModelFormatError(f"checkpoint does not match a {config.arch} model: {e}") from None
+    reference = model.state_dict()
+    expected = {k for k in reference if not (tied and k == "lm_head.weight")}
     missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
     if missing or unexpected:
         raise ModelFormatError(f"checkpoint does not match a {config.arch} model: "
                                f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     for key, tensor in state.items():
-        param = model.get_parameter(key)
-        if tuple(param.shape) != tuple(tensor.shape):
-            raise ModelFormatError(f"{key} has shape {tuple(tensor.shape)}, the config implies {tuple(param.shape)}")
-        state[key] = tensor.to(device=device, dtype=dtype)
-    if config.tie_word_embeddings:
+        if tuple(reference[key].shape) != tuple(tensor.shape):
+            raise ModelFormatError(f"{key} has shape {tuple(tensor.shape)}, the config implies "
+                                   f"{tuple(reference[key].shape)}")
+        is_codes = key.rpartition(".")[0] in quantized and key.endswith((".qweight", ".scales", ".zeros"))
+        state[key] = tensor.to(device=device) if is_codes else tensor.to(device=device, dtype=dtype)
+    float_tie = tied and "model.embed_tokens.weight" in state
+    if float_tie:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model.load_state_dict(state, assign=True)
-    if config.tie_word_embeddings:
+    if float_tie:
         model.lm_head.weight = model.model.embed_tokens.weight
+    for m in model.modules():
+        if isinstance(m, QuantEmbedding):
+            m.dtype = dtype
     model.reset_buffers(device)
     return model
 
@@ -189,10 +243,13 @@ def save_pretrained(model: CausalLM, tokenizer: Tokenizer | None, folder: str | 
     config = model.config
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if config.tie_word_embeddings:
-        state.pop("lm_head.weight")
+        state.pop("lm_head.weight", None)
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
     hf = config.to_hf()
     hf["temper"] = {"name": config.name, "license": config.license, "source": source}
+    quant = getattr(model, "quant_config", None)
+    if quant is not None:
+        hf["quantization_config"] = quant.to_json()
     (folder / "config.json").write_text(json.dumps(hf, indent=2))
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)

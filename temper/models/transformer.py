@@ -49,13 +49,14 @@ class CausalLM(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.register_buffer("inv_freq_local", local, persistent=False)
 
+    # NOTE: the final norm, not the head: a quantized head has no float weight
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.model.norm.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return self.model.norm.weight.dtype
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """A contiguous KV cache for `batch_size` sequences of up to `max_len` tokens."""
