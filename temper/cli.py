@@ -1,4 +1,4 @@
-"""The `temper` command line: models, generate, chat, serve."""
+"""The `temper` command line: models, generate, chat, serve, plan."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ from temper.errors import TemperError
 from temper.engine.sampling_params import SamplingParams
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZATION_CHOICES = ("gguf", "int8", "int4")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -21,6 +22,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: float32 on CPU, bfloat16 on CUDA")
     p.add_argument("--kv-cache-memory", type=float, default=None, metavar="GIB",
                    help="GiB for the paged KV cache (default: a share of the available memory)")
+    p.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default=None,
+                   help="gguf: keep a GGUF file's 4/8-bit blocks as int4/int8 layers (no float copy); int8, int4: "
+                        "round-to-nearest at load (calibrated int4: `temper quantize`). Default: as stored "
+                        "(a quantized folder stays quantized, a GGUF file is dequantized)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -33,6 +38,44 @@ def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
     p.add_argument("--seed", type=int, default=None, help="fix the sampling for reproducible output")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--stats", action="store_true", help="print load time, TTFT and tokens/s to stderr")
+
+
+def _add_plan_parser(sub: argparse._SubParsersAction) -> None:
+    from temper import plan
+    from temper.models.registry import DEFAULT_MODEL
+
+    d, fmt = plan.PlanConfig(), plan.WeightFormat()
+    p = sub.add_parser("plan", help="memory, throughput and cost of a model on a device, before you buy it")
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL,
+                   help=f"a preset ({', '.join(plan.MODEL_PRESETS)}), an HF config.json or its folder, a .gguf "
+                        f"file or a registered model (default: {DEFAULT_MODEL})")
+    p.add_argument("--bits", type=int, choices=plan.BITS, default=None,
+                   help="weight format: 32 fp32, 16 fp16/bf16, 8 int8 per-row, 4 int4 group-wise "
+                        "(default: a table of all four)")
+    p.add_argument("--group-size", type=int, default=fmt.group_size,
+                   help=f"int4: weights per scale (default: {fmt.group_size})")
+    p.add_argument("--symmetric", action="store_true", help="int4: scales only, no zero points")
+    p.add_argument("--quantize-head", action="store_true", help="8/4 bits: embedding and lm_head in int8 too")
+    p.add_argument("--kv-dtype", choices=tuple(plan.KV_DTYPE_BYTES), default=d.kv_dtype,
+                   help=f"KV cache element type (default: {d.kv_dtype})")
+    p.add_argument("--gpu", default=None, metavar="NAME",
+                   help=f"a device preset: {', '.join(plan.DEVICES)} (default: {plan.DEFAULT_DEVICE})")
+    p.add_argument("--num-gpus", type=int, default=d.num_gpus, help=f"tensor-parallel devices (default: {d.num_gpus})")
+    p.add_argument("--memory-gb", type=float, default=None, help="memory of one device, GB (a custom device or "
+                                                                  "your RAM size with --gpu cpu)")
+    p.add_argument("--bandwidth-gbs", type=float, default=None, help="memory bandwidth of one device, GB/s")
+    p.add_argument("--tflops", type=float, default=None, help="peak dense fp16/bf16 TFLOP/s of one device")
+    p.add_argument("--price-per-hour", type=float, default=None, help="USD per device-hour (default: the preset's "
+                                                                       "assumed on-demand price)")
+    p.add_argument("--context-len", type=int, default=d.context_len,
+                   help=f"tokens (prompt + output) each sequence keeps in the KV cache (default: {d.context_len})")
+    p.add_argument("--gpu-memory-utilization", type=float, default=d.gpu_memory_utilization,
+                   help=f"share of device memory to use, as in vLLM (default: {d.gpu_memory_utilization})")
+    p.add_argument("--bandwidth-efficiency", type=float, default=d.bandwidth_efficiency,
+                   help=f"share of peak bandwidth a decode step achieves (default: {d.bandwidth_efficiency})")
+    p.add_argument("--mfu", type=float, default=d.mfu,
+                   help=f"share of peak FLOP/s a matmul achieves (default: {d.mfu})")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +116,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM, wait up to S seconds for requests in flight (default: 60)")
     p.add_argument("--no-embeddings", action="store_true", help="do not load the embedding model")
     p.add_argument("--stats", action="store_true", help=argparse.SUPPRESS)
+
+    _add_plan_parser(sub)
+
+    p = sub.add_parser("quantize", help="write a weight-only int8/int4 checkpoint that serve and generate load",
+                       description="Quantize a model's block linears (and its head) and save an HF-style folder "
+                                   "with a quantization_config; `temper serve --model DIR` loads it without a float "
+                                   "copy of the weights.")
+    p.add_argument("model", help="registered name, .gguf file or HF folder")
+    p.add_argument("-o", "--output", required=True, help="folder to write")
+    p.add_argument("--method", choices=("int8", "int4-rtn", "int4-gptq"), default="int4-gptq",
+                   help="int8 per output channel, int4 round-to-nearest, or int4 GPTQ calibrated on the Python docs "
+                        "(default: int4-gptq)")
+    p.add_argument("--group-size", type=int, default=128, help="int4 inputs per scale: 32, 64, 128 or 256")
+    p.add_argument("--symmetric", action="store_true", help="int4 grids centred on zero (no per-group min)")
+    p.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=8,
+                   help="output head and embedding: 0 keeps them float, 8 int8 per row, 4 int4 (default: 8)")
+    p.add_argument("--calibration-samples", type=int, default=64, help="GPTQ: windows of calibration text")
+    p.add_argument("--calibration-seq-len", type=int, default=512, help="GPTQ: tokens per window")
+    p.add_argument("--seed", type=int, default=0, help="GPTQ: which calibration windows")
+    p.add_argument("--eval-tokens", type=int, default=0, metavar="N",
+                   help="also measure perplexity on N held-out tokens before and after (0: skip)")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
 
     p = sub.add_parser("chat", help="interactive chat with history and streaming output")
     _add_model_args(p)

@@ -38,7 +38,8 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def load_model(args: argparse.Namespace) -> LoadedModel:
     device = pick_device(args.device)
-    loaded = load(resolve(args.model), device=device, dtype=pick_dtype(args.dtype, device))
+    loaded = load(resolve(args.model), device=device, dtype=pick_dtype(args.dtype, device),
+                  quantization=getattr(args, "quantization", None))
     if getattr(args, "stats", False):
         print(f"[loaded {loaded.config.name or args.model} ({loaded.config.arch}) on {device} "
               f"in {loaded.load_seconds:.2f} s]", file=sys.stderr)
@@ -244,5 +245,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from temper import plan
+
+    print(plan.report(args))
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from temper.quant.config import QuantConfig
+    from temper.quant.quantize import quantize_checkpoint
+
+    config = QuantConfig(method=args.method, group_size=args.group_size, symmetric=args.symmetric,
+                         head_bits=args.head_bits)
+    report = quantize_checkpoint(resolve(args.model), Path(args.output), config, args.calibration_samples,
+                                 args.calibration_seq_len, args.seed, args.eval_tokens, args.force)
+    print("\n".join(report.lines()))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "models": cmd_models, "generate": cmd_generate, "chat": cmd_chat, "serve": cmd_serve}
+    "models": cmd_models, "generate": cmd_generate, "chat": cmd_chat, "serve": cmd_serve, "quantize": cmd_quantize,
+    "plan": cmd_plan}

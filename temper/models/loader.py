@@ -79,7 +79,12 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: tor
     if quantization == "gguf":
         if path.is_dir():
             raise ValueError(f"quantization 'gguf' keeps a GGUF file's blocks, but {path} is a folder")
-        model, config, tokenizer = load_gguf(path, device, dtype, keep_quantized=True)
+        if use_cache:
+            folder = converted_folder(path, keep_quantized=True)
+            model, config = load_pretrained_weights(folder, device, dtype)
+            tokenizer = Tokenizer.from_pretrained(folder)
+        else:
+            model, config, tokenizer = load_gguf(path, device, dtype, keep_quantized=True)
     elif path.is_dir():
         model, config = load_pretrained_weights(path, device, dtype)
         tokenizer = Tokenizer.from_pretrained(path)
@@ -122,16 +127,18 @@ def load_gguf(path: Path, device: str | torch.device = "cpu", dtype: torch.dtype
     return model, config, Tokenizer.from_gguf(path, reader=reader)
 
 
-def converted_folder(path: Path) -> Path:
-    """The cached HF-style conversion of a GGUF file, made on first use."""
+def converted_folder(path: Path, keep_quantized: bool = False) -> Path:
+    """The cached HF-style conversion of a GGUF file (float, or its quantized blocks kept), made on first use."""
     with path.open("rb") as f:
         if f.read(4) != GGUF_MAGIC:
             raise ModelFormatError(f"{path} is not a GGUF file or an HF folder")
-    folder = cache_dir() / "converted" / f"{file_sha256(path)[:32]}-v{CONVERTED_FORMAT}"
+    kind = "-blocks" if keep_quantized else ""
+    folder = cache_dir() / "converted" / f"{file_sha256(path)[:32]}-v{CONVERTED_FORMAT}{kind}"
     if (folder / "config.json").exists():
         return folder
-    log.warning("first use of %s: converting it once to %s", path.name, folder)
-    model, config, tokenizer = load_gguf(path)
+    log.warning("first use of %s%s: converting it once to %s", path.name,
+                " with its quantized blocks" if keep_quantized else "", folder)
+    model, config, tokenizer = load_gguf(path, keep_quantized=keep_quantized)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
     try:

@@ -18,9 +18,9 @@ from torch import nn
 
 from temper.quant import tensors as qt
 
-# Above this many rows a dense GEMM on the dequantized weight beats the packed kernels on this machine
+# Above this many rows a dense GEMM on the dequantized weight beats the packed kernels, dequantization included
 # (AMD EPYC, 2 cores, PyTorch 2.13; see docs/quantization.md for the sweep).
-KERNEL_MAX_ROWS = 48
+KERNEL_MAX_ROWS = {8: 256, 4: 1024}
 
 
 class QuantLinear(nn.Module):
@@ -40,7 +40,7 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.bits, self.group_size = bits, group_size if bits == 4 else 0
         self.symmetric = True if bits == 8 else symmetric
-        self.kernel_max_rows = KERNEL_MAX_ROWS
+        self.kernel_max_rows = KERNEL_MAX_ROWS[bits]
         self.bias = nn.Parameter(torch.zeros(out_features, device=device), requires_grad=False) if bias else None
         self._runtime: dict[str, torch.Tensor] = {}
         self.layout = ""

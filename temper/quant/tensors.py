@@ -22,6 +22,7 @@ a model that runs on the fast kernel.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 INT4_GROUP_SIZES = (32, 64, 128, 256)  # what the CPU kernel accepts; the portable path takes any divisor of K
@@ -107,14 +108,26 @@ def dequantize_int4(codes: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor
     return (g * scale.to(dtype)[..., None] + mins.to(dtype)[..., None]).reshape(N, K)
 
 
+# NOTE: nibble shuffling runs in numpy on CPU tensors: PyTorch's uint8 shifts and strided copies are about 10x
+# slower there (loading the default model's 210 matrices: seconds instead of a fraction of one).
+def _on_cpu(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu"
+
+
 def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
     """(N, K) codes in [0, 15] -> (N, K // 2) uint8, even columns in the low nibbles (the portable layout)."""
     c = codes.to(torch.uint8)
+    if _on_cpu(c):
+        n = c.numpy()
+        return torch.from_numpy(n[:, 0::2] | (n[:, 1::2] << 4))
     return c[:, 0::2] | (c[:, 1::2] << 4)
 
 
 def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
     """(N, K // 2) uint8 -> (N, K) codes: the inverse of `pack_nibbles`."""
+    if _on_cpu(packed):
+        n = packed.numpy()
+        return torch.from_numpy(np.stack([n & 15, n >> 4], axis=-1).reshape(n.shape[0], -1))
     return torch.stack([packed & 15, packed >> 4], dim=-1).reshape(packed.shape[0], -1)
 
 
@@ -130,16 +143,16 @@ def pack_int4_cpu(codes: torch.Tensor) -> torch.Tensor:
     and row 32h + 16 + r in its high nibble, column k. Equal to the aten op (tested), without its int32 input.
     """
     N, K = codes.shape
-    v = codes.to(torch.uint8).reshape(N // 64, 2, 2, 16, K).transpose(3, 4)  # (blk, h, nibble, K, 16)
-    return (v[:, :, 0] | (v[:, :, 1] << 4)).reshape(N, K // 2)
+    v = codes.to(torch.uint8).numpy().reshape(N // 64, 2, 2, 16, K).transpose(0, 1, 2, 4, 3)  # (blk, h, nib, K, 16)
+    return torch.from_numpy(np.ascontiguousarray(v[:, :, 0] | (v[:, :, 1] << 4)).reshape(N, K // 2))
 
 
 def unpack_int4_cpu(packed: torch.Tensor) -> torch.Tensor:
     """The inverse of `pack_int4_cpu`: (N, K // 2) tiled bytes -> (N, K) codes."""
     N, K = packed.shape[0], packed.shape[1] * 2
-    b = packed.reshape(N // 64, 2, K, 16)
-    v = torch.stack([b & 15, b >> 4], dim=2)  # (blk, h, nibble, K, 16)
-    return v.transpose(3, 4).reshape(N, K)
+    b = packed.contiguous().numpy().reshape(N // 64, 2, K, 16)
+    v = np.stack([b & 15, b >> 4], axis=2)  # (blk, h, nibble, K, 16)
+    return torch.from_numpy(np.ascontiguousarray(v.transpose(0, 1, 2, 4, 3)).reshape(N, K))
 
 
 def scales_and_zeros(scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
