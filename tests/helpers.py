@@ -24,3 +24,20 @@ def compare_padded_batch(ours, hf, prompts: list[torch.Tensor], atol: float, wha
     logits = ours(ids, key_valid=valid)
     for i, p in enumerate(prompts):
         assert_close(logits[i, : len(p)], hf(p[None]).logits[0], atol=atol, what=f"{what}, prompt of {len(p)} tokens")
+
+
+def wait_healthy(url: str, proc, timeout: float = 120.0) -> None:
+    """Wait until a `temper serve` subprocess answers 200 on /health (fails if it exits or takes too long)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
+        time.sleep(0.2)

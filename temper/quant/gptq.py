@@ -12,35 +12,33 @@ blocks before it as already quantized, so later blocks learn to absorb the earli
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from temper.models.attention import AttentionContext
 from temper.quant.config import QuantConfig
 from temper.quant.linear import QuantLinear
 from temper.quant.model import block_linears, quantize_head, set_module
 from temper.quant.tensors import effective_group_size, int4_grid
 
-log = logging.getLogger(__name__)
 FP16_TINY = 2.0 ** -24  # the smallest positive fp16: scales are stored in fp16 and must not round to 0
 
 
 def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, group_size: int, symmetric: bool,
-                        damp: float = 0.01, block_size: int = 128, act_order: bool = False
+                        damp: float = 0.01, block_size: int = 128, act_order: bool = True
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ of one linear layer's weight (N, K) against its input Hessian H (K, K).
 
-    Each group's grid (scale, min) is fitted when the group's first column comes up, on the weights as the
-    errors of the columns before it left them. With `act_order`, columns go in order of decreasing diag(H);
-    groups stay runs of `group_size` consecutive original columns (our format has one grid per run), so their
-    grids are fitted up front on the original weights.
+    Each group's grid (scale, min) is fitted when the first of its columns comes up, on the group's weights
+    as the errors of the columns quantized before have left them. With `act_order`, columns go in order of
+    decreasing diag(H) (the inputs with the most energy first, while there are many columns left to absorb
+    their error); groups stay runs of `group_size` consecutive columns, as our format has one grid per run.
 
     Args:
         damp: added to the diagonal of H, as a fraction of its mean, so that H is safely invertible.
-        block_size: columns per lazy-batch update; rounded to a multiple of `group_size` so that a group's
-            grid is always fitted on fully updated weights.
+        block_size: columns per lazy-batch update of the rest of the layer.
     Returns:
         codes (N, K) uint8 in [0, 15], scales and mins (N, K // G) fp32 (exact in fp16, as they are stored).
     """
@@ -54,27 +52,27 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, group_size: int, 
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     perm = torch.argsort(H.diagonal(), descending=True) if act_order else torch.arange(K, device=W.device)
-    scale = torch.zeros(N, K // G, dtype=torch.float64, device=W.device)
-    mins = torch.zeros_like(scale)
-    if act_order:
-        scale, mins = _stored_grid(W, G, symmetric)
-        W, H = W[:, perm], H[perm][:, perm]
+    W, H = W[:, perm], H[perm][:, perm]  # from here on, column j of W is input perm[j]
+    position = torch.argsort(perm)  # input k is column position[k]
     U = _inverse_cholesky(H, damp)
     codes = torch.zeros(N, K, dtype=torch.uint8, device=W.device)
-    columns = perm.tolist()
-    block = max(block_size // G, 1) * G
-    for i1 in range(0, K, block):
-        i2 = min(i1 + block, K)
+    scale = torch.zeros(N, K // G, dtype=torch.float64, device=W.device)
+    mins = torch.zeros_like(scale)
+    is_fitted = [False] * (K // G)
+    inputs = perm.tolist()
+    for i1 in range(0, K, block_size):
+        i2 = min(i1 + block_size, K)
         W1 = W[:, i1:i2]  # a view: the column updates below land in W
         errors = torch.zeros(N, i2 - i1, dtype=torch.float64, device=W.device)
         for i in range(i2 - i1):
-            col = columns[i1 + i]
-            g = col // G
-            if not act_order and col % G == 0:
-                scale[:, g: g + 1], mins[:, g: g + 1] = _stored_grid(W1[:, i: i + G], G, symmetric)
+            g = inputs[i1 + i] // G
+            if not is_fitted[g]:
+                group = _current_weights(W, position[g * G: (g + 1) * G], i2, errors[:, :i], U[i1: i1 + i])
+                scale[:, g: g + 1], mins[:, g: g + 1] = _stored_grid(group, G, symmetric)
+                is_fitted[g] = True
             w = W1[:, i]
             q = torch.round((w - mins[:, g]) / scale[:, g]).clamp_(0, 15)
-            codes[:, col] = q.to(torch.uint8)
+            codes[:, inputs[i1 + i]] = q.to(torch.uint8)
             err = (w - (q * scale[:, g] + mins[:, g])) / U[i1 + i, i1 + i]
             W1[:, i + 1:].addr_(err, U[i1 + i, i1 + i + 1: i2], alpha=-1.0)
             errors[:, i] = err
@@ -82,12 +80,22 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, group_size: int, 
     return codes, scale.float(), mins.float()
 
 
+def _current_weights(W: torch.Tensor, columns: torch.Tensor, block_end: int, errors: torch.Tensor,
+                     U_rows: torch.Tensor) -> torch.Tensor:
+    """Columns of W (none quantized yet) with every error so far applied: those past the current block have
+    not yet had the lazy update of the block's errors so far, so it is applied here to a copy."""
+    w = W[:, columns]  # (N, G) copy
+    later = columns >= block_end
+    if errors.shape[1] and bool(later.any()):
+        w[:, later] -= errors @ U_rows[:, columns[later]]
+    return w
+
+
 def _stored_grid(w: torch.Tensor, group_size: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """`int4_grid` rounded to fp16 (as QuantLinear stores it), in float64: the grid the layer will compute with."""
+    """`int4_grid` in float64: its scales and zero points are bf16 values, exactly what QuantLinear stores and
+    the kernels compute with, so the error feedback sees the grid the layer will use."""
     scale, mins = int4_grid(w, group_size, symmetric)
-    scale = scale.half().float().clamp(min=FP16_TINY).double()
-    mins = -8.0 * scale if symmetric else mins.half().double()
-    return scale, mins
+    return scale.double(), mins.double()
 
 
 def _inverse_cholesky(H: torch.Tensor, damp: float) -> torch.Tensor:
@@ -106,7 +114,7 @@ class _StopForward(Exception):
 class _Batch:
     h: torch.Tensor  # (B, T, d) the next block's input
     ropes: list[tuple[torch.Tensor, torch.Tensor]]  # per block: its (cos, sin); families mix local and global
-    ctx: object  # the attention context the model built for this batch
+    ctx: AttentionContext  # the one the model built for this batch
 
 
 def _first_block_inputs(model: nn.Module, samples: list[list[int]], batch_size: int) -> list[_Batch]:
@@ -116,7 +124,7 @@ def _first_block_inputs(model: nn.Module, samples: list[list[int]], batch_size: 
     device = next(model.parameters()).device
     args: list[tuple] = []
 
-    def skip(h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], ctx: object) -> torch.Tensor:
+    def skip(h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], ctx: AttentionContext) -> torch.Tensor:
         args.append((h, rope, ctx))
         if len(args) == len(layers):
             raise _StopForward
@@ -173,14 +181,19 @@ def _block_hessians(layer: nn.Module, index: int, linears: dict[str, nn.Linear],
     return {name: s * (2.0 / num_rows) for name, s in sums.items()}
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the new layers' tensors must stay usable in autograd (QLoRA)
 def quantize_model_gptq(model: nn.Module, config: QuantConfig, samples: list[list[int]], progress: bool = True,
-                        batch_size: int = 4, damp: float = 0.01, act_order: bool = False) -> nn.Module:
+                        batch_size: int = 4, damp: float = 0.01, act_order: bool = True) -> nn.Module:
     """GPTQ int4 of every block linear, block by block, on calibration `samples` (token id lists of one length);
     the head and embedding per `config.head_bits` by round to nearest. In place.
 
     `config.calibration` should name the data (e.g. corpus and seed); the number and length of the samples,
     damp and act_order are added to it in `model.quant_config`.
+
+    Args:
+        batch_size: samples per forward pass of a block (the captured inputs of all samples stay in memory).
+        act_order: see `gptq_quantize_layer`; on SmolLM2-135M (int4 g128 asymmetric, 64 x 512 tokens of the
+            Python docs) it took held-out perplexity from 11.00 to 10.28 (fp32: 9.19; round to nearest: 12.54).
     """
     if config.method != "int4-gptq":
         raise ValueError(f"quantize_model_gptq makes int4-gptq models, the config asks for {config.method!r}")

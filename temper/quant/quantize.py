@@ -1,6 +1,7 @@
 """`temper quantize`: load a float model, quantize it (RTN or GPTQ), optionally measure it, save a checkpoint."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -25,8 +26,9 @@ class QuantizeReport:
     perplexity_after: float | None = None
 
     def lines(self) -> list[str]:
-        out = [f"wrote {self.output} ({self.config.method}, group {self.config.group_size}, "
-               f"{'symmetric' if self.config.symmetric else 'asymmetric'}, head {self.config.head_bits or 'float'})",
+        c = self.config
+        scheme = "" if c.bits == 8 else f", group {c.group_size}, {'symmetric' if c.symmetric else 'asymmetric'}"
+        out = [f"wrote {self.output} ({c.method}{scheme}, head {c.head_bits or 'float'})",
                f"weights: {self.bytes_before / 1e6:.1f} MB -> {self.bytes_after / 1e6:.1f} MB "
                f"({self.bytes_after / self.bytes_before:.3f}x) in {self.seconds:.1f} s"]
         if self.perplexity_before is not None:
@@ -58,10 +60,12 @@ def quantize_checkpoint(model_path: Path, output: Path, config: QuantConfig, cal
         heldout = heldout_ids(tokenizer, eval_tokens)
         ppl_before = perplexity(model, heldout, progress=True)
     if config.method == "int4-gptq":
+        from temper.quant.corpus import CORPUS_NAME
         from temper.quant.corpus import calibration_samples as samples_of
         from temper.quant.gptq import quantize_model_gptq
 
         samples = samples_of(tokenizer, num_samples=calibration_samples, seq_len=calibration_seq_len, seed=seed)
+        config = dataclasses.replace(config, calibration={"corpus": CORPUS_NAME, "seed": seed})
         quantize_model_gptq(model, config, samples, progress=True)
     else:
         quantize_model(model, config)

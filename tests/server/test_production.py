@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 from temper.engine.config import EngineConfig
 from temper.server.app import ServerConfig
+from tests.helpers import wait_healthy
 from tests.server.conftest import start_server, tiny_loader
 
 openai = pytest.importorskip("openai")
@@ -103,15 +103,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
                             env=env, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
-            time.sleep(0.2)
+        wait_healthy(url, proc)
         body = {"prompt": "Once upon a time", "max_tokens": 40, "ignore_eos": True, "stream": True,
                 "stream_options": {"include_usage": True}}
         with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as s:
