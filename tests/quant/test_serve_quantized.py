@@ -23,9 +23,13 @@ def test_quantize_then_serve_a_4bit_model(tmp_path, smollm2_path):
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
-        reply = client.chat.completions.create(model="smol-int4", temperature=0, max_tokens=16,
-                                               messages=[{"role": "user", "content": "What is the capital of France?"}])
-        assert "Paris" in reply.choices[0].message.content
+        # NOTE: a prompt with a clear margin: the chat answer to "What is the capital of France?" starts with a
+        # near tie ("The" vs "L", 0.08 nats in fp32) that the bf16 kernels may tip either way
+        reply = client.completions.create(model="smol-int4", prompt="The capital of France is", temperature=0,
+                                          max_tokens=4)
+        assert reply.choices[0].text.startswith(" Paris")
+        chat = client.chat.completions.create(model="smol-int4", max_tokens=8, messages=[{"role": "user", "content": "Hi"}])
+        assert chat.choices[0].message.content and chat.usage.completion_tokens <= 8
         assert [m.id for m in client.models.list()] == ["smol-int4"]
     finally:
         proc.terminate()
