@@ -149,13 +149,12 @@ def main() -> None:
         base = None
         for variant in variants:
             r = run_child(model, variant, args)
-            base = base or r  # the first variant (fp32) is the reference
-            r["agreement"], r["identical"] = agreement(r["greedy"], base["greedy"])
+            base = base or dict(r)  # the first variant (fp32) is the reference
+            r["agreement"], r["identical"] = agreement(r.pop("greedy"), base["greedy"])
             r["ppl_change"] = r["perplexity"] / base["perplexity"] - 1
             r["x_fp16"] = r["weight_bytes"] / (base["weight_bytes"] / 2)
             r["gbs_b1"] = r["weight_bytes"] * r["decode_b1"] / 1e9
             r["quantize_s"] = quantize_s.get(variant)
-            del r["greedy"]
             rows.append(r)
             print(f"{variant:10} {r['perplexity']:8.3f} {r['ppl_change']:+7.2%} {r['agreement']:6.1%} "
                   f"{r['identical']:3d}/{NUM_PROMPTS} {r['weight_bytes'] / 1e6:10.1f} {r['x_fp16']:6.3f} "
