@@ -23,8 +23,6 @@ from temper.quant.linear import QuantLinear
 from temper.quant.model import block_linears, quantize_head, set_module
 from temper.quant.tensors import effective_group_size, int4_grid
 
-FP16_TINY = 2.0 ** -24  # the smallest positive fp16: scales are stored in fp16 and must not round to 0
-
 
 def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, group_size: int, symmetric: bool,
                         damp: float = 0.01, block_size: int = 128, act_order: bool = True
@@ -40,7 +38,7 @@ def gptq_quantize_layer(weight: torch.Tensor, H: torch.Tensor, group_size: int, 
         damp: added to the diagonal of H, as a fraction of its mean, so that H is safely invertible.
         block_size: columns per lazy-batch update of the rest of the layer.
     Returns:
-        codes (N, K) uint8 in [0, 15], scales and mins (N, K // G) fp32 (exact in fp16, as they are stored).
+        codes (N, K) uint8 in [0, 15], scales and mins (N, K // G) fp32 (bf16-exact grids, as they are stored).
     """
     N, K = weight.shape
     G = group_size
