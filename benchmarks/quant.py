@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from batched import temper_level  # noqa: E402
-from latency import read_bandwidth_gbs  # noqa: E402
-from prompts import sharegpt_prompts  # noqa: E402
+from batched import temper_level
+from latency import read_bandwidth_gbs
+from prompts import sharegpt_prompts
 
 VARIANTS = ("fp32", "bf16", "int8", "int4-rtn", "int4-gptq", "gguf")
 NUM_PROMPTS, GREEDY_TOKENS = 16, 32
@@ -116,7 +116,7 @@ def agreement(tokens: list[list[int]], reference: list[list[int]]) -> tuple[floa
 def run_child(model: str, variant: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", model, variant, "--group-size", str(args.group_size),
            "--head-bits", str(args.head_bits), "--ppl-tokens", str(args.ppl_tokens), "--work-dir", args.work_dir]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(f"{model} {variant} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -136,7 +136,8 @@ def main() -> None:
         print(json.dumps(child(*args.child, args)))
         return
     variants = args.variants.split(",")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False).stdout.strip()
     bandwidth = read_bandwidth_gbs()
     print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, commit {commit}, memory read "
           f"{bandwidth:.1f} GB/s, int4 group {args.group_size}, head {args.head_bits or 'float'}")

@@ -28,9 +28,10 @@ class QuantizeReport:
     def lines(self) -> list[str]:
         c = self.config
         scheme = "" if c.bits == 8 else f", group {c.group_size}, {'symmetric' if c.symmetric else 'asymmetric'}"
+        ratio = self.bytes_after / self.bytes_before
         out = [f"wrote {self.output} ({c.method}{scheme}, head {c.head_bits or 'float'})",
-               f"weights: {self.bytes_before / 1e6:.1f} MB -> {self.bytes_after / 1e6:.1f} MB "
-               f"({self.bytes_after / self.bytes_before:.3f}x) in {self.seconds:.1f} s"]
+               f"weights: {self.bytes_before / 1e6:.1f} MB -> {self.bytes_after / 1e6:.1f} MB ({ratio:.3f}x) "
+               f"in {self.seconds:.1f} s"]
         if self.perplexity_before is not None:
             change = self.perplexity_after / self.perplexity_before - 1
             out.append(f"held-out perplexity (Python docs): {self.perplexity_before:.3f} -> "

@@ -92,7 +92,7 @@ def quantize_int4_with(w: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor)
 def quantize_int4(w: torch.Tensor, group_size: int, symmetric: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Round-to-nearest group-wise int4: codes (N, K) uint8, scales and mins (N, K // G) fp32."""
-    N, K = w.shape
+    K = w.shape[1]
     if K % group_size:
         raise ValueError(f"in_features {K} is not a multiple of the group size {group_size}")
     scale, mins = int4_grid(w, group_size, symmetric)
