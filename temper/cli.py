@@ -55,7 +55,9 @@ def _add_plan_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-size", type=int, default=fmt.group_size,
                    help=f"int4: weights per scale (default: {fmt.group_size})")
     p.add_argument("--symmetric", action="store_true", help="int4: scales only, no zero points")
-    p.add_argument("--quantize-head", action="store_true", help="8/4 bits: embedding and lm_head in int8 too")
+    p.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=0,
+                   help="8/4 bits: embedding and lm_head in int8 (8) or int4 (4) too, as `temper quantize "
+                        "--head-bits` stores them; 0 keeps them 16-bit (default)")
     p.add_argument("--kv-dtype", choices=tuple(plan.KV_DTYPE_BYTES), default=d.kv_dtype,
                    help=f"KV cache element type (default: {d.kv_dtype})")
     p.add_argument("--gpu", default=None, metavar="NAME",

@@ -87,7 +87,7 @@ class WeightFormat:
     bits: int = 16  # 32: fp32; 16: fp16/bf16; 8: int8, one fp32 scale per output row; 4: int4 group-wise
     group_size: int = 128  # int4: input weights that share one fp16 scale (and zero point)
     is_symmetric: bool = False  # int4: scale only; asymmetric also stores an fp16 zero point per group
-    quantize_head: bool = False  # at 8 and 4 bits, store the embedding and lm_head in int8 instead of 16-bit
+    head_bits: int = 0  # embedding and lm_head: 0 keeps them 16-bit (32 with --bits 32), 8 int8 rows, 4 int4 groups
 
     def __post_init__(self) -> None:
         if self.bits not in BITS:
@@ -217,8 +217,11 @@ def matrix_bytes(rows: int, cols: int, bits: int, group_size: int = 128, is_symm
         return rows * cols * bits // 8
     if bits == 8:
         return rows * cols + 4 * rows  # one fp32 scale per output row
-    # NOTE: a row whose length is not a multiple of the group size is padded to whole groups
-    groups = rows * math.ceil(cols / group_size)
+    # NOTE: as `temper quantize` does, a row that the group size does not divide takes the largest kernel group
+    # size below it that does (SmolLM2's 576 inputs: 64 when 128 is asked)
+    from temper.quant.tensors import effective_group_size
+
+    groups = rows * (cols // effective_group_size(cols, group_size))
     return math.ceil(rows * cols / 2) + groups * (2 if is_symmetric else 4)
 
 
@@ -228,8 +231,8 @@ def weight_bytes(cfg: ModelConfig, fmt: WeightFormat) -> WeightBytes:
                                   for i, o in block_linear_shapes(cfg))
     # NOTE: the embedding and lm_head stay 16-bit unless asked: quantizing them costs more accuracy than the
     # blocks (GPTQ and AWQ leave them alone, llama.cpp keeps the head at 6 bits or more)
-    table_bits = 8 if fmt.quantize_head and fmt.bits <= 8 else max(fmt.bits, 16)
-    table = matrix_bytes(cfg.vocab_size, cfg.hidden_size, table_bits)
+    table_bits = fmt.head_bits if fmt.head_bits and fmt.bits <= 8 else max(fmt.bits, 16)
+    table = matrix_bytes(cfg.vocab_size, cfg.hidden_size, table_bits, fmt.group_size, fmt.is_symmetric)
     return WeightBytes(linear=linear, embed=table, head=0 if cfg.tie_word_embeddings else table,
                        other=counts.other * max(fmt.bits, 16) // 8)
 
@@ -468,7 +471,7 @@ def report(args: Any) -> str:
     pc = PlanConfig(context_len=args.context_len, kv_dtype=args.kv_dtype, num_gpus=args.num_gpus,
                     gpu_memory_utilization=args.gpu_memory_utilization,
                     bandwidth_efficiency=args.bandwidth_efficiency, mfu=args.mfu)
-    formats = [WeightFormat(bits, args.group_size, args.symmetric, args.quantize_head)
+    formats = [WeightFormat(bits, args.group_size, args.symmetric, args.head_bits)
                for bits in ([args.bits] if args.bits else BITS)]
     plans = [make_plan(cfg, fmt, device, pc) for fmt in formats]
     if args.json:

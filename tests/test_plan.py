@@ -73,17 +73,19 @@ def test_llama2_70b_int4_by_hand_fits_one_a100():
 def test_symmetric_int4_drops_the_zero_points_and_int8_adds_a_scale_per_row():
     assert plan.matrix_bytes(256, 512, 4, 128, is_symmetric=False) == 256 * 512 // 2 + 256 * 4 * 4
     assert plan.matrix_bytes(256, 512, 4, 128, is_symmetric=True) == 256 * 512 // 2 + 256 * 4 * 2
-    assert plan.matrix_bytes(256, 576, 4, 128) == 256 * 576 // 2 + 256 * 5 * 4  # 576 = 4.5 groups: padded to 5
+    assert plan.matrix_bytes(256, 576, 4, 128) == 256 * 576 // 2 + 256 * 9 * 4  # 576 = 4.5 x 128: groups of 64
     assert plan.matrix_bytes(256, 512, 8) == 256 * 512 + 256 * 4
 
 
-def test_quantize_head_stores_embedding_and_head_in_int8():
+def test_head_bits_store_embedding_and_head_in_int8_or_int4():
     cfg = plan.preset_config("llama-3-8b")
     plain = plan.weight_bytes(cfg, WeightFormat(bits=4))
-    quantized = plan.weight_bytes(cfg, WeightFormat(bits=4, quantize_head=True))
+    int8 = plan.weight_bytes(cfg, WeightFormat(bits=4, head_bits=8))
+    int4 = plan.weight_bytes(cfg, WeightFormat(bits=4, head_bits=4))
     assert plain.embed == plain.head == 128256 * 4096 * 2
-    assert quantized.embed == quantized.head == 128256 * 4096 + 128256 * 4
-    assert quantized.linear == plain.linear
+    assert int8.embed == int8.head == 128256 * 4096 + 128256 * 4
+    assert int4.embed == int4.head == 128256 * 4096 // 2 + 128256 * (4096 // 128) * 4
+    assert int8.linear == plain.linear == int4.linear
 
 
 # ------------------------------------------------------------------------------------------------ KV cache
