@@ -6,9 +6,9 @@ int4, else codes that are dequantized before a matmul) and shows the portable ch
 
 Which path a call takes:
 - CPU, up to `kernel_max_rows` rows: `_weight_int8pack_mm` / `_weight_int4pack_mm_for_cpu` on bf16 activations
-  (the kernels' fast path; fp32 inputs take a slow reference loop in them). This is decode.
-- more rows (prefill), autograd through the input (QLoRA training), or another device: dequantize the weight
-  to the input's dtype and run one dense matmul, whose FLOP rate beats the packed kernels on large inputs.
+  (the kernels' fast path; fp32 inputs take a slow reference loop in them). This is decode and most prefill.
+- more rows, autograd through the input (QLoRA training), or another device: dequantize the weight to the
+  input's dtype and run one dense matmul.
 """
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from torch import nn
 
 from temper.quant import tensors as qt
 
-# Above this many rows a dense GEMM on the dequantized weight beats the packed kernels, dequantization included
-# (AMD EPYC, 2 cores, PyTorch 2.13; see docs/quantization.md for the sweep).
+# Above this many rows a dense GEMM on the dequantized weight beats the packed kernels, dequantization included.
+# Rough crossovers from a one-off microbenchmark (AMD EPYC, 2 cores, PyTorch 2.13; 3072x576 and 4096x4096
+# layers at 1-256 rows): unpacking int4 codes costs about as much as the kernel's deficit up to ~512 rows,
+# int8 dequantization is cheap. Not swept systematically: a benchmark of it is still to be written.
 KERNEL_MAX_ROWS = {8: 256, 4: 1024}
 
 
