@@ -141,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also measure perplexity on N held-out tokens before and after (0: skip)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
 
+    p = sub.add_parser("align", help="train a model: sft, rm (reward model), dpo, ppo or grpo, from a YAML recipe",
+                       description="Run one alignment stage. The recipe (YAML) names the model, the data and the "
+                                   "trainer settings; flags override it. Writes checkpoints, metrics.jsonl, curves.png "
+                                   "and the trained model (OUTPUT_DIR/model, servable with `temper serve --model`). "
+                                   "Under torchrun, trains data-parallel (gloo on CPU, NCCL on GPU).")
+    p.add_argument("stage", choices=("sft", "rm", "dpo", "ppo", "grpo"))
+    p.add_argument("-c", "--config", default=None, metavar="RECIPE", help="the stage's YAML recipe (see recipes/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set learning_rate=1e-4 --set lora.r=8 (repeatable)")
+    p.add_argument("-m", "--model", default=None, help="the model to train (overrides the recipe's)")
+    p.add_argument("-o", "--output-dir", default=None, help="where to write (overrides the recipe's)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
+                   help="continue from the latest checkpoint in the output folder (or the one given)")
+
     p = sub.add_parser("chat", help="interactive chat with history and streaming output")
     _add_model_args(p)
     p.add_argument("--system", default=None, help="system message")
@@ -152,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "serve":  # a server says what it does: startup, access log, errors
+    if args.command in ("serve", "align"):  # a server or a trainer says what it does as it goes
         for name in ("temper", "uvicorn.error"):
             logging.getLogger(name).setLevel(logging.INFO)
     from temper import commands

@@ -266,6 +266,21 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    import json
+
+    from temper.align.recipe import read_recipe, run
+
+    recipe = read_recipe(args.config, args.set)
+    for key, value in (("model", args.model), ("output_dir", args.output_dir), ("max_steps", args.max_steps),
+                       ("resume", args.resume)):
+        if value is not None:
+            recipe[key] = value
+    result = run(args.stage, recipe)
+    print(json.dumps(result, default=str))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models, "generate": cmd_generate, "chat": cmd_chat, "serve": cmd_serve, "quantize": cmd_quantize,
-    "plan": cmd_plan}
+    "plan": cmd_plan, "align": cmd_align}

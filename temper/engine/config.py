@@ -18,6 +18,9 @@ class EngineConfig:
     max_model_len: int | None = None  # context limit; None: the model's
     attention_backend: str = "torch"
     seed: int = 0  # seed of the shared generator for requests without their own seed
+    # fuse q/k/v and gate/up into one matmul each; off when a trainer generates with the live weights (fusing
+    # gives the layers new parameter tensors, which the optimizer would no longer see)
+    fuse_projections: bool = True
 
     def __post_init__(self) -> None:
         if self.block_size < 1 or self.block_size & (self.block_size - 1):

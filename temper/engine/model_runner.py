@@ -31,8 +31,9 @@ class ModelRunner:
     def __init__(self, model: CausalLM, config: EngineConfig, max_model_len: int):
         self.model = model
         self.config = config
-        fused = fuse_projections(model)  # q/k/v and gate/up as one matmul each: fewer, larger GEMMs
-        log.debug("fused %d projection groups", fused)
+        if config.fuse_projections:
+            fused = fuse_projections(model)  # q/k/v and gate/up as one matmul each: fewer, larger GEMMs
+            log.debug("fused %d projection groups", fused)
         self.device = model.device
         per_block = PagedKVCache.bytes_per_block(model.config, config.block_size, model.dtype)
         budget = config.kv_cache_memory or int(available_memory(self.device) * config.kv_cache_fraction)
