@@ -27,6 +27,10 @@ class LoraConfig:
     alpha: float = 32.0
     dropout: float = 0.0
     targets: tuple[str, ...] = DEFAULT_TARGETS  # names of the linear layers to adapt (last name component)
+    # embedding rows to train as well (and the tied head's, which share them): the turn markers of a chat
+    # template that a base model barely saw. Frozen, a base model's <end_of_turn> row cannot become likely
+    # (measured on Gemma-3-270M: log p = -31 after a finished reply; LoRA alone reached only -9.4).
+    trainable_tokens: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -83,6 +87,70 @@ class LoRALinear(nn.Module):
         return out
 
 
+class TrainableRows(nn.Module):
+    """Trainable deltas for a few rows of a frozen embedding matrix; the embedding and a tied head share them."""
+
+    def __init__(self, weight: torch.Tensor, ids: list[int]):
+        super().__init__()
+        self.register_buffer("ids", torch.tensor(sorted(set(ids)), dtype=torch.long, device=weight.device))
+        self.delta = nn.Parameter(torch.zeros(len(self.ids), weight.shape[1], device=weight.device, dtype=weight.dtype))
+
+
+class EmbeddingWithRows(nn.Module):
+    """nn.Embedding lookup plus the trainable rows' deltas."""
+
+    def __init__(self, base: nn.Embedding, rows: TrainableRows):
+        super().__init__()
+        self.base, self.rows = base, rows
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        match = (ids[..., None] == self.rows.ids).to(self.rows.delta.dtype)  # (..., k) one-hot over trained rows
+        return self.base(ids) + match @ self.rows.delta
+
+
+class HeadWithRows(nn.Module):
+    """A (tied) output head plus the trainable rows' deltas on their logits."""
+
+    def __init__(self, base: nn.Linear, rows: TrainableRows):
+        super().__init__()
+        self.base, self.rows = base, rows
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.base(h).index_add(-1, self.rows.ids, F.linear(h, self.rows.delta))
+
+
+def add_trainable_rows(model: nn.Module, ids: list[int]) -> None:
+    """Train the embedding rows `ids` (and the same rows of the output head, tied or not) of a causal LM."""
+    embed = model.model.embed_tokens
+    rows = TrainableRows(embed.weight, ids)
+    model.model.embed_tokens = EmbeddingWithRows(embed, rows)
+    head = model.lm_head
+    if head.weight is embed.weight:
+        model.lm_head = HeadWithRows(head, rows)
+    else:
+        model.lm_head = HeadWithRows(head, TrainableRows(head.weight, ids))
+
+
+def merge_rows(model: nn.Module) -> None:
+    """Fold the trained rows into the embedding (and head) and put the plain modules back."""
+    embed, head = model.model.embed_tokens, model.lm_head
+    if not isinstance(embed, EmbeddingWithRows):
+        return
+    with torch.no_grad():
+        embed.base.weight.index_add_(0, embed.rows.ids, embed.rows.delta.to(embed.base.weight.dtype))
+        if head.rows is not embed.rows:
+            head.base.weight.index_add_(0, head.rows.ids, head.rows.delta.to(head.base.weight.dtype))
+    model.model.embed_tokens, model.lm_head = embed.base, head.base
+
+
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
@@ -105,26 +173,41 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> list[str]:
     return names
 
 
+def token_ids(tokenizer, tokens: tuple[str, ...]) -> list[int]:
+    """Ids of `tokens`; an unknown token is an error (a typo would otherwise train nothing)."""
+    ids = [tokenizer.token_to_id(t) for t in tokens]
+    missing = [t for t, i in zip(tokens, ids) if i is None]
+    if missing:
+        raise ValueError(f"lora.trainable_tokens: {missing} are not in the vocabulary")
+    return ids
+
+
 def lora_layers(model: nn.Module) -> list[tuple[str, LoRALinear]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, LoRALinear)]
 
 
 def has_lora(model: nn.Module) -> bool:
-    return any(isinstance(m, LoRALinear) for m in model.modules())
+    return any(isinstance(m, (LoRALinear, EmbeddingWithRows)) for m in model.modules())
 
 
 @contextlib.contextmanager
 def adapters_disabled(model: nn.Module) -> Iterator[None]:
     """Run the base model (the reference of DPO, PPO and GRPO) without copying it: adapters off inside."""
     layers = [m for _, m in lora_layers(model)]
+    rows = [m for m in model.modules() if isinstance(m, (EmbeddingWithRows, HeadWithRows))]
+    saved = [r.rows.delta.data for r in rows]
     before = [m.enabled for m in layers]
     for m in layers:
         m.enabled = False
+    for r in rows:
+        r.rows.delta.data = torch.zeros_like(r.rows.delta)
     try:
         yield
     finally:
         for m, e in zip(layers, before):
             m.enabled = e
+        for r, d in zip(rows, saved):
+            r.rows.delta.data = d
 
 
 def merge_lora(model: nn.Module) -> int:
@@ -132,6 +215,7 @@ def merge_lora(model: nn.Module) -> int:
     layers = lora_layers(model)
     for name, m in layers:
         _replace(model, name, m.merged())
+    merge_rows(model)
     return len(layers)
 
 

@@ -89,7 +89,8 @@ def build_config(stage: str, recipe: dict[str, Any]):
 def load_source(spec: Any, kind: str) -> list[Any]:
     """Records from a JSONL path or an offline source: {source: sharegpt|chatterbot|forgelm|forgelm-math|verifiable}.
 
-    Every source takes `skip` and `limit` (applied after its own filters)."""
+    Every source takes `skip` and `limit` (applied after its own filters); chat sources also `first_turn` (keep
+    only the first exchange) and `unique_prompts` (one record per distinct first user message)."""
     if isinstance(spec, str):
         spec = {"source": "jsonl", "path": spec}
     if not isinstance(spec, dict) or "source" not in spec:
@@ -97,6 +98,8 @@ def load_source(spec: Any, kind: str) -> list[Any]:
     spec = dict(spec)
     source = spec.pop("source")
     skip, limit = int(spec.pop("skip", 0)), spec.pop("limit", None)
+    first_turn = bool(spec.pop("first_turn", False)) if source != "sharegpt" else False
+    unique = bool(spec.pop("unique_prompts", False))
     if source == "jsonl":
         records = D.read_jsonl(spec.pop("path"), spec.pop("kind", kind), spec.pop("on_error", "raise"))
     elif source == "sharegpt":
@@ -119,8 +122,28 @@ def load_source(spec: Any, kind: str) -> list[Any]:
     else:
         raise RecipeError(f"unknown data source {source!r}; use a JSONL path or one of sharegpt, chatterbot, "
                           "forgelm, forgelm-math, verifiable")
-    records = list(records)[skip:]
+    records = list(records)
+    if first_turn:  # chat records: keep the system message and the first user/assistant exchange
+        records = [D.ChatRecord(_first_exchange(r.messages), r.extra) for r in records]
+    if unique:  # one record per distinct first user message (chatterbot lists several answers per question)
+        seen: set[str] = set()
+        records = [r for r in records if not (_first_user(r) in seen or seen.add(_first_user(r)))]
+    records = records[skip:]
     return records if limit is None else records[: int(limit)]
+
+
+def _first_exchange(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    out = []
+    for m in messages:
+        out.append(m)
+        if m["role"] == "assistant":
+            break
+    return out
+
+
+def _first_user(record: Any) -> str:
+    messages = getattr(record, "messages", None) or getattr(record, "prompt_messages", None) or []
+    return next((m["content"].strip().lower() for m in messages if m["role"] == "user"), "")
 
 
 def load_data(specs: Any, kind: str) -> list[Any]:

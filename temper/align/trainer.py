@@ -30,7 +30,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from temper.align.lora import LoraConfig, apply_lora, freeze_except, has_lora, merge_lora
+from temper.align.lora import (LoraConfig, add_trainable_rows, apply_lora, freeze_except, has_lora, merge_lora,
+                               token_ids)
 from temper.align.losses import cosine_schedule
 from temper.models import CausalLM
 from temper.tokenizer import Tokenizer
@@ -55,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     eval_every: int = 0  # steps between evaluations (0: only at the end)
+    eval_at_start: bool = True  # also evaluate before the first step (the baseline on the curves)
     save_every: int = 0  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2
     seed: int = 0
@@ -68,8 +70,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):
             lora = dict(self.lora)
-            if "targets" in lora:
-                lora["targets"] = tuple(lora["targets"])
+            for key in ("targets", "trainable_tokens"):
+                if key in lora:
+                    lora[key] = tuple(lora[key])
             self.lora = LoraConfig(**lora)
         self.adam_betas = tuple(self.adam_betas)
         for name in ("batch_size", "grad_accum", "max_len"):
@@ -149,7 +152,11 @@ class Trainer:
         self.model = model.to(device).train()
         if config.lora is not None:
             names = apply_lora(self.model, config.lora)
-            log.info("LoRA r=%d on %d layers", config.lora.r, len(names))
+            if config.lora.trainable_tokens:
+                add_trainable_rows(self.model, token_ids(tokenizer, config.lora.trainable_tokens))
+            log.info("LoRA r=%d on %d layers%s", config.lora.r, len(names),
+                     f", embedding rows of {list(config.lora.trainable_tokens)}" if config.lora.trainable_tokens
+                     else "")
         else:
             freeze_except(self.model, config.trainable)
         self.output_dir = Path(config.output_dir)
@@ -319,6 +326,8 @@ class Trainer:
         total = self.total_steps()
         last_eval: dict[str, float] = {}
         metrics: dict[str, float] = {}
+        if c.eval_at_start and self.step == 0:
+            last_eval = self.run_eval()
         bar = tqdm(total=total, initial=self.step, desc=self.name, unit="step", disable=not self.dist.main)
         t0 = time.perf_counter()
         while self.step < total:
@@ -378,16 +387,17 @@ class Trainer:
             log.warning("matplotlib is not installed: no curves.png (pip install matplotlib)")
             return None
         history = read_metrics(self.metrics_file)
-        names = [k for k in ("loss", "reward", "kl", "accuracy", "margin", "entropy", "clipfrac")
-                 if any(k in r for r in history)]
-        names += [k for r in history if r["split"] == "eval" for k in r if k not in ("step", "split", "time")
-                  and k not in names][:6 - len(names)]
+        # a train metric and its eval_ twin share a panel; eval-only metrics get their own
+        names = [k for k in ("loss", "reward", "kl", "accuracy", "margin", "entropy", "ended_turn", "clipfrac")
+                 if any(k in r or f"eval_{k}" in r for r in history)]
+        extra = {k[5:] for r in history if r["split"] == "eval" for k in r if k.startswith("eval_")}
+        names = (names + sorted(extra - set(names)))[:6]
         if not names:
             return None
         fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), squeeze=False)
         for ax, name in zip(axes[0], names):
-            for split, style in (("train", "-"), ("eval", "o-")):
-                pts = [(r["step"], r[name]) for r in history if r["split"] == split and name in r]
+            for split, key, style in (("train", name, "-"), ("eval", f"eval_{name}", "o-")):
+                pts = [(r["step"], r[key]) for r in history if r["split"] == split and key in r]
                 if pts:
                     ax.plot(*zip(*pts), style, label=split, markersize=3)
             ax.set_title(name)

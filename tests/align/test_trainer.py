@@ -115,3 +115,23 @@ def test_sft_learns_and_writes_its_outputs(tokenizer, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(token_logps(loaded.model, batch).logps, token_logps(trainer.model, batch).logps,
                                    atol=1e-5, rtol=0)
+
+
+def test_trainable_token_rows(tokenizer, tmp_path):
+    """LoRA plus trained embedding rows of the turn markers: the rows move, the reference (adapters off) is the
+    base, and merging gives the adapted logits."""
+    trainer = _trainer(tokenizer, tmp_path, max_steps=2, lora={"r": 4, "trainable_tokens": ["<|im_end|>"]})
+    batch = collate(trainer.rows[:3], pad_id=0)
+    with torch.no_grad():
+        base = token_logps(trainer.model, batch).logps
+    trainer.train()
+    rows = trainer.model.model.embed_tokens.rows
+    assert rows.ids.tolist() == [tokenizer.token_to_id("<|im_end|>")] and rows.delta.abs().sum() > 0
+    assert trainer.model.lm_head.rows is rows  # tied head: the same rows
+    with torch.no_grad():
+        adapted = token_logps(trainer.model, batch).logps
+        with adapters_disabled(trainer.model):
+            torch.testing.assert_close(token_logps(trainer.model, batch).logps, base, atol=1e-6, rtol=0)
+        merge_lora(trainer.model)
+        assert trainer.model.lm_head.weight is trainer.model.model.embed_tokens.weight  # still tied
+        torch.testing.assert_close(token_logps(trainer.model, batch).logps, adapted, atol=1e-5, rtol=0)
