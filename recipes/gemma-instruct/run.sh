@@ -22,4 +22,4 @@ models=(--model gemma3-270m --name base)
 for stage in sft dpo grpo; do
   [ -f "$OUT/$stage/model/model.safetensors" ] && models+=(--model "$OUT/$stage/model" --name $stage)
 done
-run $PY -m temper.align.evaluate -o "$OUT/eval" --max-tokens 128 "${models[@]}"
+run $PY -m temper.align.evaluate -o "$OUT/eval" --max-tokens 128 --train-types-limit 110 "${models[@]}"

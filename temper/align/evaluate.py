@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import re
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ def heldout_loss(model, tokenizer, records: list[Any], max_len: int = 1024, batc
 
 
 def evaluate(model_path: str, max_tokens: int = 160, loss_records: list[Any] | None = None,
-             prompts: list[V.Prompt] | None = None) -> dict[str, Any]:
+             prompts: list[V.Prompt] | None = None, train_types_limit: int | None = None) -> dict[str, Any]:
     """All the measures for one model (registered name or folder); greedy decoding through the engine."""
     from temper.engine.llm import LLM
     from temper.engine.sampling_params import SamplingParams
@@ -61,6 +62,8 @@ def evaluate(model_path: str, max_tokens: int = 160, loss_records: list[Any] | N
     llm = LLM(model_path, max_model_len=1024)
     prompts = prompts if prompts is not None else V.build_prompts()
     train, heldout = V.split_prompts(prompts)
+    if train_types_limit is not None and train_types_limit < len(train):  # a fixed sample: same for every stage
+        train = random.Random(0).sample(train, train_types_limit)
     chosen = heldout + train
     messages = [[{"role": "user", "content": p.text}] for p in chosen]
     outs = llm.generate(messages, SamplingParams(temperature=0.0, max_tokens=max_tokens))
@@ -113,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", action="append", default=None, help="stage name of each --model")
     p.add_argument("-o", "--output", default="runs/eval", help="folder for <name>.json and table.md")
     p.add_argument("--max-tokens", type=int, default=160)
+    p.add_argument("--train-types-limit", type=int, default=None,
+                   help="score a fixed sample of this many training-type prompts (default: all 330)")
     p.add_argument("--loss-data", default="sharegpt:3000:60",
                    help="held-out replies for the loss: sharegpt:SKIP:LIMIT (the SFT recipe's eval records)")
     args = p.parse_args(argv)
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for model, name in zip(args.model, names):
-        r = evaluate(model, args.max_tokens, records)
+        r = evaluate(model, args.max_tokens, records, train_types_limit=args.train_types_limit)
         r["name"] = name
         (out / f"{name}.json").write_text(json.dumps(r, indent=1))
         results.append(r)
