@@ -22,7 +22,7 @@ from temper.align.batching import Batch, collate, completion_rows, encode_prompt
 from temper.align.lora import adapters_disabled, has_lora
 from temper.align.losses import grpo_advantages, grpo_loss
 from temper.align.policy import token_logps
-from temper.align.rollout import Completion, RewardFn, generate, load_reward
+from temper.align.rollout import Completion, RewardFn, generate, greedy_eval, load_reward
 from temper.align.sft import pad_id
 from temper.align.trainer import TrainConfig, Trainer
 from temper.engine.sampling_params import SamplingParams
@@ -177,12 +177,6 @@ class GRPOTrainer(Trainer):
 
     def evaluate(self) -> dict[str, float]:
         """Greedy replies to the eval prompts: mean reward and the share that end their turn."""
-        if not self.eval_records:
-            return {}
         ids = [encode_prompt(self.tokenizer, prompt_messages(r)) for r in self.eval_records]
-        params = SamplingParams(temperature=0.0, max_tokens=self.config.max_new_tokens)
-        outs = generate(self.model, self.tokenizer, ids, [params] * len(ids), self.config.kv_cache_memory,
-                        self.config.max_len)
-        rewards = [self.reward_fn(r, o)[0] for r, o in zip(self.eval_records, outs)]
-        ended = [o[0].ended_turn for o in outs]
-        return {"eval_reward": sum(rewards) / len(rewards), "eval_ended_turn": sum(ended) / len(ended)}
+        return greedy_eval(self.model, self.tokenizer, self.eval_records, ids, self.reward_fn,
+                           self.config.max_new_tokens, self.config.kv_cache_memory, self.config.max_len)

@@ -60,6 +60,19 @@ def generate(model: CausalLM, tokenizer: Tokenizer, prompts: Sequence[Sequence[i
             for i in ids]
 
 
+def greedy_eval(model: CausalLM, tokenizer: Tokenizer, records: Sequence[Any], prompt_ids: Sequence[Sequence[int]],
+                reward_fn: RewardFn, max_new_tokens: int, kv_cache_memory: int, max_model_len: int | None
+                ) -> dict[str, float]:
+    """Greedy replies to held-out prompt records: mean reward and the share that end their turn (PPO and GRPO)."""
+    if not records:
+        return {}
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    outs = generate(model, tokenizer, prompt_ids, [params] * len(prompt_ids), kv_cache_memory, max_model_len)
+    rewards = [reward_fn(r, o)[0] for r, o in zip(records, outs)]
+    return {"eval_reward": sum(rewards) / len(rewards),
+            "eval_ended_turn": sum(o[0].ended_turn for o in outs) / len(outs)}
+
+
 def load_reward(spec: str | Callable, tokenizer: Tokenizer | None = None, device: str | torch.device = "cpu") -> RewardFn:
     """A reward function from a recipe's `reward` setting.
 
