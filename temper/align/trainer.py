@@ -83,10 +83,6 @@ class TrainConfig:
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
-    @classmethod
-    def fields(cls) -> dict[str, dataclasses.Field]:
-        return {f.name: f for f in dataclasses.fields(cls)}
-
 
 @dataclass
 class DistInfo:
@@ -163,7 +159,6 @@ class Trainer:
         self.step = 0
         self.metrics_file = self.output_dir / "metrics.jsonl"
         self._optimizer: torch.optim.Optimizer | None = None
-        self._history: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ what subclasses define
     def modules(self) -> dict[str, nn.Module]:
@@ -368,7 +363,6 @@ class Trainer:
     # ------------------------------------------------------------------ logging, checkpoints, saving
     def log_metrics(self, split: str, metrics: dict[str, float]) -> None:
         record = {"step": self.step, "split": split, "time": time.time(), **metrics}
-        self._history.append(record)
         if self.dist.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             with open(self.metrics_file, "a") as f:
