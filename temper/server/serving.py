@@ -22,6 +22,7 @@ from temper.engine.outputs import CompletionOutput, RequestOutput
 from temper.engine.sampler import TokenLogprobs
 from temper.engine.sampling_params import SamplingParams, StructuredOutput
 from temper.errors import ContextLengthExceededError
+from temper.server import guarding
 from temper.server.errors import APIError
 from temper.server.metrics import ServerMetrics
 from temper.server.protocol import ChatCompletionRequest, CompletionRequest, _Sampling
@@ -62,8 +63,10 @@ class Trace:
 
 class Serving:
     def __init__(self, engine: AsyncLLMEngine, model_name: str, metrics: ServerMetrics,
-                 sampling_defaults: dict[str, Any] | None = None, request_timeout: float | None = None):
+                 sampling_defaults: dict[str, Any] | None = None, request_timeout: float | None = None,
+                 guard: Any = None):
         self.engine, self.tokenizer = engine, engine.tokenizer
+        self.guard = guard  # temper.safety.guard.Guard or None
         self.model_name, self.metrics = model_name, metrics
         self.defaults = dict(sampling_defaults or {})
         self.timeout = request_timeout
@@ -139,12 +142,18 @@ class Serving:
             jobs.append(Job(ids, params, i * n, text if req.echo else "", echo_max0))
         return jobs
 
-    def chat_job(self, req: ChatCompletionRequest) -> Job:
-        self._check_model(req.model)
+    @staticmethod
+    def chat_messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
+        """The request's messages as template dicts (content parts joined, developer -> system)."""
         messages = []
         for m in req.messages:
             role = "system" if m.role == "developer" else m.role
             messages.append({"role": role, "content": m.text(), **({"name": m.name} if m.name else {})})
+        return messages
+
+    def chat_job(self, req: ChatCompletionRequest, messages: list[dict[str, Any]] | None = None) -> Job:
+        self._check_model(req.model)
+        messages = self.chat_messages(req) if messages is None else messages
         try:
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=req.add_generation_prompt,
                                                      tokenize=True)
@@ -154,6 +163,34 @@ class Serving:
         max_tokens = self._max_tokens(requested, len(ids), "messages")
         top = (req.top_logprobs or 0) if req.logprobs else None
         return Job(ids, self.sampling_params(req, max_tokens, top, None, req.n, None), 0)
+
+    # ------------------------------------------------------------------ the guard
+    async def guard_input(self, messages: list[dict[str, Any]], rid: str):
+        """The guard's input decision (None without a guard); the model name is checked first."""
+        return await guarding.check_input(self.guard, messages, rid)
+
+    async def guard_completion(self, req: CompletionRequest, rid: str):
+        """Input rails for /v1/completions: each prompt is checked as a user message; redacted prompts replace
+        the request's (token-id prompts are decoded for the check and sent as text when redacted)."""
+        if self.guard is None:
+            return None
+        p = req.prompt
+        prompts = [p] if isinstance(p, str) else [list(p)] if p and isinstance(p[0], int) else list(p)
+        texts = [x if isinstance(x, str) else self.tokenizer.decode([t for t in x if 0 <= t < self.vocab_size])
+                 for x in prompts]
+        decision = await guarding.check_input(self.guard, [{"role": "user", "content": t} for t in texts], rid)
+        redacted = [m["content"] for m in decision.messages]
+        if redacted != texts:
+            req.prompt = redacted if len(redacted) > 1 else redacted[0]
+        return decision
+
+    def blocked_response(self, rid: str, endpoint: str, req: Any, message: str | None):
+        """What a request blocked by the input rails gets: a dict, or SSE events when it streams."""
+        self.metrics.requests.labels(endpoint, guarding.FILTERED).inc()
+        n = req.n if endpoint == "chat" else req.n * (1 if isinstance(req.prompt, str) or
+                                                      isinstance(req.prompt[0], int) else len(req.prompt))
+        body = guarding.blocked_body(rid, endpoint, self.model_name, message or "", n, FINGERPRINT)
+        return guarding.blocked_events(body, _sse) if req.stream else body
 
     # ------------------------------------------------------------------ running jobs
     async def start(self, jobs: list[Job], request_id: str) -> list[RequestStream]:
@@ -314,8 +351,24 @@ class Serving:
                 "text_offset": offsets}
 
     # ------------------------------------------------------------------ response bodies
-    def completion_body(self, rid: str, jobs: list[Job], outs: list[RequestOutput], trace: Trace,
-                        logprobs: int | None) -> dict[str, Any]:
+    async def completion_body(self, rid: str, jobs: list[Job], outs: list[RequestOutput], trace: Trace,
+                              logprobs: int | None, decision: Any = None) -> dict[str, Any]:
+        body = self._completion_body(rid, jobs, outs, trace, logprobs)
+        await self._guard_choices(rid, body["choices"], decision, lambda c: c, "text")
+        return body
+
+    async def _guard_choices(self, rid: str, choices: list[dict], decision: Any, get, key: str) -> None:
+        """Output rails on whole replies: a blocked choice gets the message and finish_reason content_filter."""
+        if self.guard is None:
+            return
+        for choice in choices:
+            text, blocked = await guarding.check_reply(self.guard, decision, get(choice)[key], rid)
+            get(choice)[key] = text
+            if blocked:
+                choice["finish_reason"], choice["logprobs"] = guarding.FILTERED, None
+
+    def _completion_body(self, rid: str, jobs: list[Job], outs: list[RequestOutput], trace: Trace,
+                         logprobs: int | None) -> dict[str, Any]:
         choices = []
         for job, out in zip(jobs, outs):
             for k, o in enumerate(out.outputs):
@@ -339,7 +392,13 @@ class Serving:
             return job.prompt_text + o.text, list(out.prompt_token_ids) + list(o.token_ids), lps
         return o.text, list(o.token_ids), list(o.logprobs or [])
 
-    def chat_body(self, rid: str, out: RequestOutput, trace: Trace, logprobs: bool) -> dict[str, Any]:
+    async def chat_body(self, rid: str, out: RequestOutput, trace: Trace, logprobs: bool,
+                        decision: Any = None) -> dict[str, Any]:
+        body = self._chat_body(rid, out, trace, logprobs)
+        await self._guard_choices(rid, body["choices"], decision, lambda c: c["message"], "content")
+        return body
+
+    def _chat_body(self, rid: str, out: RequestOutput, trace: Trace, logprobs: bool) -> dict[str, Any]:
         choices = [{"index": k, "message": {"role": "assistant", "content": o.text, "refusal": None},
                     "logprobs": self.chat_logprobs(o.logprobs or []) if logprobs else None,
                     "finish_reason": o.finish_reason} for k, o in enumerate(out.outputs)]
@@ -349,12 +408,15 @@ class Serving:
 
     # ------------------------------------------------------------------ streaming
     def stream_completion(self, rid: str, jobs: list[Job], streams: list[RequestStream], trace: Trace,
-                          req: CompletionRequest, done: Callable[[], None]) -> AsyncIterator[str]:
-        return self._guarded(self._completion_events(rid, jobs, streams, trace, req), streams, trace, done)
+                          req: CompletionRequest, done: Callable[[], None], decision: Any = None
+                          ) -> AsyncIterator[str]:
+        rails = guarding.StreamRails(self.guard, decision, rid)
+        return self._guarded(self._completion_events(rid, jobs, streams, trace, req, rails), streams, trace, done)
 
     def stream_chat(self, rid: str, job: Job, stream: RequestStream, trace: Trace, req: ChatCompletionRequest,
-                    done: Callable[[], None]) -> AsyncIterator[str]:
-        return self._guarded(self._chat_events(rid, job, stream, trace, req), [stream], trace, done)
+                    done: Callable[[], None], decision: Any = None) -> AsyncIterator[str]:
+        rails = guarding.StreamRails(self.guard, decision, rid)
+        return self._guarded(self._chat_events(rid, job, stream, trace, req, rails), [stream], trace, done)
 
     async def _guarded(self, events: AsyncIterator[str], streams: list[RequestStream], trace: Trace,
                        done: Callable[[], None]) -> AsyncIterator[str]:
@@ -379,7 +441,7 @@ class Serving:
             done()
 
     async def _completion_events(self, rid: str, jobs: list[Job], streams: list[RequestStream], trace: Trace,
-                                 req: CompletionRequest) -> AsyncIterator[str]:
+                                 req: CompletionRequest, rails: guarding.StreamRails) -> AsyncIterator[str]:
         created, include_usage = int(time.time()), bool(req.stream_options and req.stream_options.include_usage)
         base = {"id": f"cmpl-{rid}", "object": "text_completion", "created": created, "model": self.model_name,
                 "system_fingerprint": FINGERPRINT}
@@ -399,6 +461,16 @@ class Serving:
                 finals[i] = out
             for k, o in enumerate(out.outputs):
                 index = job.first_index + k
+                if rails.active and not job.echo_max0:
+                    if index in closed:
+                        continue
+                    async for event in _railed_events(rails, index, o, sent_text, closed,
+                                                    lambda text, finish, index=index: {**base, "choices": [
+                                                        {"index": index, "text": text, "logprobs": None,
+                                                         "finish_reason": finish}],
+                                                        **({"usage": None} if include_usage else {})}):
+                        yield event
+                    continue
                 text = "" if job.echo_max0 else o.text[sent_text.get(index, 0):]
                 new_ids = [] if job.echo_max0 else o.token_ids[sent_tokens.get(index, 0):]
                 finished = o.finish_reason is not None and index not in closed
@@ -416,6 +488,10 @@ class Serving:
                 yield _sse({**base, "choices": [{"index": index, "text": text, "logprobs": lps,
                                                  "finish_reason": finish}],
                             **({"usage": None} if include_usage else {})})
+            if rails.active and len(finals) < len(jobs) and len(closed) == sum(jb.params.n for jb in jobs):
+                for st in streams:
+                    st.abort()  # a rail ended every choice: stop computing tokens nobody will see
+                break
         self.finish(trace, [finals[i] for i in sorted(finals)])
         if any(job.echo_max0 for job in jobs):
             trace.completion_tokens = 0
@@ -424,7 +500,7 @@ class Serving:
         yield "data: [DONE]\n\n"
 
     async def _chat_events(self, rid: str, job: Job, stream: RequestStream, trace: Trace,
-                           req: ChatCompletionRequest) -> AsyncIterator[str]:
+                           req: ChatCompletionRequest, rails: guarding.StreamRails) -> AsyncIterator[str]:
         created, include_usage = int(time.time()), bool(req.stream_options and req.stream_options.include_usage)
         base = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created,
                 "model": self.model_name, "system_fingerprint": FINGERPRINT}
@@ -440,6 +516,14 @@ class Serving:
             if out.finished:
                 final = out
             for k, o in enumerate(out.outputs):
+                if rails.active:
+                    if k in closed:
+                        continue
+                    async for event in _railed_events(rails, k, o, sent_text, closed, lambda text, finish, k=k: {
+                            **base, "choices": [{"index": k, "delta": {"content": text} if text else {},
+                                                 "logprobs": None, "finish_reason": finish}], **usage}):
+                        yield event
+                    continue
                 text = o.text[sent_text.get(k, 0):]
                 new = o.token_ids[sent_tokens.get(k, 0):]
                 if text or (new and req.logprobs):
@@ -453,10 +537,30 @@ class Serving:
                     closed.add(k)
                     yield _sse({**base, "choices": [{"index": k, "delta": {}, "logprobs": None,
                                                      "finish_reason": o.finish_reason}], **usage})
+            if rails.active and final is None and len(closed) == job.params.n:
+                stream.abort()  # a rail ended every choice: stop computing tokens nobody will see
+                break
         self.finish(trace, [final] if final is not None else [])
         if include_usage:
             yield _sse({**base, "choices": [], "usage": self.usage(trace)})
         yield "data: [DONE]\n\n"
+
+
+async def _railed_events(rails: guarding.StreamRails, index: int, o: CompletionOutput, sent_text: dict[int, int],
+                         closed: set[int], chunk: Callable[[str, str | None], dict]) -> AsyncIterator[str]:
+    """One choice's new text through the output rails: released text, then the finish (content_filter when a
+    check fired). Per-token logprobs are not streamed under a guard (they would reveal held-back text)."""
+    delta = o.text[sent_text.get(index, 0):]
+    sent_text[index] = len(o.text)
+    text, blocked = await rails.feed(index, delta)
+    if o.finish_reason is not None and not blocked:
+        tail, blocked = await rails.finish(index)
+        text += tail
+    if text:
+        yield _sse(chunk(text, None))
+    if blocked or o.finish_reason is not None:
+        closed.add(index)
+        yield _sse(chunk("", guarding.FILTERED if blocked else o.finish_reason))
 
 
 def _finite(x: float) -> float:

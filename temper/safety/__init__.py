@@ -1,0 +1,1 @@
+"""Safety: guard checks on inputs, documents and outputs, and the red-team harness."""

@@ -1,0 +1,1 @@
+"""Red-team harness: attack an OpenAI-compatible endpoint, judge the replies, report ASR and over-refusal."""
