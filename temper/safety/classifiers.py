@@ -251,6 +251,14 @@ def pick_threshold(pos: Sequence[float], neg: Sequence[float], hard: Sequence[fl
     return float(candidates[i] if i == 0 else (candidates[i - 1] + candidates[i]) / 2)
 
 
+def context_threshold(models: GuardModels, harmful: Sequence[str], recall: float = 0.95) -> float:
+    """The prompt-head score that ``recall`` of harmful requests reach (dev split): the gate above which a reply is
+    judged as possible compliance with a harmful request (never above the input threshold itself)."""
+    scores = sorted(v.score for v in models.score("harm_prompt", harmful, decode=True))
+    at = scores[int((1 - recall) * len(scores))] if scores else 0.0
+    return float(min(at, models.thresholds["harm_prompt"]))
+
+
 def train(path: str | Path | None = None, sharegpt: int = 3000, seed: int = 0,
           encoder: TextEncoder | None = None) -> Path:
     """Train every head on "train", choose thresholds on "dev", and save them to ``path`` (default_path())."""
@@ -281,6 +289,8 @@ def train(path: str | Path | None = None, sharegpt: int = 3000, seed: int = 0,
     cx = torch.stack([e.mean(0) for e in _encode_all(encoder, [p.text for p in harmful])])
     cy = torch.tensor([data.CATEGORIES.index(p.category) for p in harmful])
     heads["category"] = fit_head(cx, cy, num_classes=len(data.CATEGORIES), seed=seed)
+    dev_harmful = [p.text for p in data.harmful_prompts("dev")]
+    thresholds["harm_context"] = context_threshold(GuardModels(encoder, heads, thresholds, {}), dev_harmful)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({f"{n}.{k}": v.contiguous() for n, h in heads.items() for k, v in h.state_dict().items()},
               str(folder / "heads.safetensors"))

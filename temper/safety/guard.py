@@ -48,22 +48,36 @@ class Verdict:
     index: int = 0  # which message or document
 
 
-def _harm(guard: Guard, stage: str, texts: Sequence[str], cp: CheckPolicy, roles: Sequence[str]) -> list[Hit]:
-    """Requests (user turns) through the prompt head, replies and documents through the response head."""
+def _harm(guard: Guard, stage: str, texts: Sequence[str], cp: CheckPolicy, roles: Sequence[str],
+          request_harm: float | None = None) -> list[Hit]:
+    """Requests (user turns) through the prompt head, replies and documents through the response head.
+
+    A reply is judged as compliance with a harmful request: on output it is flagged only when the request itself
+    scored at least the gate (`request_threshold`, default the trained `harm_context`) on the prompt head. Without
+    the gate the reply head, which learned harmful instructions against everyday replies, also fires on a sound
+    explanation of how chlorine gas harms the lungs or how SQL injection works; with it, a harmful reply to a
+    request that slipped under the input threshold is still caught. ``request_harm`` None (no request known, as
+    for a bare `check_output(text)`) checks every reply."""
     hits: list[Hit] = []
+    gate = cp.request_threshold if cp.request_threshold is not None else guard.models.thresholds.get("harm_context", 0)
     for text, role in zip(texts, roles):
         head = "harm_prompt" if stage == "input" and role == "user" else "harm_response"
         v = guard.models.score(head, [text], decode=head == "harm_prompt")[0]
-        hits.append(_thresholded(guard, head, v.score, v.category, cp))
+        hit = _thresholded(guard, head, v.score, v.category, cp)
+        if stage == "output" and request_harm is not None and request_harm < gate:
+            hit = Hit(v.score, False)
+        hits.append(hit)
     return hits
 
 
-def _attack(guard: Guard, stage: str, texts: Sequence[str], cp: CheckPolicy, roles: Sequence[str]) -> list[Hit]:
+def _attack(guard: Guard, stage: str, texts: Sequence[str], cp: CheckPolicy, roles: Sequence[str],
+            request_harm: float | None = None) -> list[Hit]:
     return [_thresholded(guard, "attack", v.score, "jailbreak" if stage == "input" else "injection", cp)
             for v in guard.models.score("attack", list(texts))]
 
 
-def _pii(guard: Guard, stage: str, texts: Sequence[str], cp: CheckPolicy, roles: Sequence[str]) -> list[Hit]:
+def _pii(guard: Guard, stage: str, texts: Sequence[str], cp: CheckPolicy, roles: Sequence[str],
+         request_harm: float | None = None) -> list[Hit]:
     out = []
     for text in texts:
         found = pii.detect(text, cp.types)
@@ -103,6 +117,7 @@ class InputDecision:
     verdicts: list[Verdict]
     vault: pii.Vault = field(default_factory=pii.Vault)
     restore: bool = False  # put the vault's originals back into the reply
+    request_harm: float | None = None  # the prompt head's highest score over the user turns (gates reply checks)
 
 
 @dataclass
@@ -135,7 +150,7 @@ class Guard:
         return cls(load_policy(path), models, metrics)
 
     def _run(self, stage: str, texts: list[str], roles: list[str], request_id: str, vault: pii.Vault | None,
-             checks: Sequence[CheckPolicy] | None = None
+             checks: Sequence[CheckPolicy] | None = None, request_harm: float | None = None
              ) -> tuple[list[str], list[tuple[int, str, str | None]], list[Verdict]]:
         """Every check of a stage (or ``checks``) on every text: (texts after redaction, [(index, action,
         message)], verdicts)."""
@@ -144,7 +159,7 @@ class Guard:
         for cp in self.policy.stage(stage) if checks is None else checks:
             start = time.perf_counter()
             with self._lock:
-                hits = CHECKS[cp.check](self, stage, texts, cp, roles)
+                hits = CHECKS[cp.check](self, stage, texts, cp, roles, request_harm)
             ms = (time.perf_counter() - start) * 1000
             for i, hit in enumerate(hits):
                 rule = cp.rule(hit.category) if hit.flagged else None
@@ -160,8 +175,7 @@ class Guard:
         return texts, actions, verdicts
 
     def _record(self, v: Verdict, request_id: str) -> Verdict:
-        level = logging.INFO if v.flagged else logging.DEBUG
-        log.log(level, "guard rid=%s stage=%s check=%s index=%d category=%s score=%.3f action=%s latency_ms=%.1f",
+        log.info("guard rid=%s stage=%s check=%s index=%d category=%s score=%.3f action=%s latency_ms=%.1f",
                 request_id or "-", v.stage, v.check, v.index, v.category or "-", v.score, v.action, v.latency_ms)
         if self.metrics:
             self.metrics.verdicts.labels(v.stage, v.check, v.category or "none", v.action).inc()
@@ -183,7 +197,18 @@ class Guard:
             if self.metrics:
                 self.metrics.blocked.labels("input").inc()
             return InputDecision(True, actions[0][2], out, verdicts, vault, restore)
-        return InputDecision(False, None, out, verdicts, vault, restore)
+        return InputDecision(False, None, out, verdicts, vault, restore, self._request_harm(texts, roles, verdicts))
+
+    def _request_harm(self, texts: list[str], roles: list[str], verdicts: list[Verdict]) -> float | None:
+        """The highest prompt-head score over the user turns, for the output rails (None if no reply check)."""
+        if not any(cp.check == "harm" for cp in self.policy.output):
+            return None
+        scores = [v.score for v in verdicts if v.check == "harm" and roles[v.index] == "user"]
+        if not scores and "user" in roles:
+            with self._lock:
+                scores = [v.score for v in self.models.score(
+                    "harm_prompt", [t for t, r in zip(texts, roles) if r == "user"], decode=True)]
+        return max(scores, default=0.0)
 
     def check_documents(self, documents: Sequence[str], request_id: str = "") -> DocumentsDecision:
         """Check retrieved documents before they reach the prompt; a blocked document is dropped."""
@@ -195,7 +220,8 @@ class Guard:
     def check_output(self, text: str, decision: InputDecision | None = None, request_id: str = "") -> OutputDecision:
         """Check a whole reply; a blocked reply is replaced by the block message."""
         vault = pii.Vault()
-        texts, actions, verdicts = self._run("output", [text], ["assistant"], request_id, vault)
+        texts, actions, verdicts = self._run("output", [text], ["assistant"], request_id, vault,
+                                             request_harm=decision.request_harm if decision is not None else None)
         if actions:
             if self.metrics:
                 self.metrics.blocked.labels("output").inc()
@@ -249,8 +275,9 @@ class OutputMonitor:
         return out
 
     def _check_and_release(self) -> str:
-        _, actions, verdicts = self.guard._run("output", [self.text], ["assistant"], self.request_id, None,
-                                               self._model_checks)
+        _, actions, verdicts = self.guard._run(
+            "output", [self.text], ["assistant"], self.request_id, None, self._model_checks,
+            self.decision.request_harm if self.decision is not None else None)
         self.verdicts += verdicts
         if actions:
             self.blocked = True

@@ -17,7 +17,8 @@ input:                            # the messages of a request (user turns; assis
 documents:                        # retrieved documents (RAG): block drops the document
   - check: attack
 output:                           # the model's reply, streamed or not
-  - check: harm
+  - check: harm                   # judged as compliance: only replies to requests the prompt head scored at least
+    # request_threshold: 0.05     # this much (default: the trained harm_context; 0 judges every reply)
   - check: pii
     action: redact
 ```
@@ -66,6 +67,8 @@ class CheckPolicy:
     types: tuple[str, ...] | None = None  # pii: which entity types (None: all)
     style: str = "placeholder"  # pii redaction style: placeholder | mask | partial
     restore: bool = False  # pii on input: put the originals back into the reply
+    request_threshold: float | None = None  # harm on output: judge replies only to requests scoring this much
+
 
     def rule(self, category: str) -> CategoryRule:
         """The action and message for a flagged verdict of this category."""
@@ -87,7 +90,8 @@ class Policy:
 
 
 _TOP_KEYS = {"block_message", "stream_check_chars", "models", *STAGES}
-_CHECK_KEYS = {"check", "action", "threshold", "message", "categories", "types", "style", "restore"}
+_CHECK_KEYS = {"check", "action", "threshold", "message", "categories", "types", "style", "restore",
+               "request_threshold"}
 
 
 def _fail(source: str, where: str, problem: str) -> PolicyError:
@@ -144,12 +148,17 @@ def _parse_check(raw: Any, stage: str, i: int, source: str) -> CheckPolicy:
     restore = raw.get("restore", False)
     if restore and (check != "pii" or stage != "input" or style != "placeholder"):
         raise _fail(source, f"{where}.restore", "only pii on input with style placeholder can restore")
+    gate = raw.get("request_threshold")
+    if gate is not None and (check != "harm" or stage != "output"):
+        raise _fail(source, f"{where}.request_threshold", "only harm on output takes a request_threshold")
+    if gate is not None and (not isinstance(gate, (int, float)) or not 0 <= gate < 1):
+        raise _fail(source, f"{where}.request_threshold", f"{gate!r}: a number in [0, 1) (0: judge every reply)")
     message = raw.get("message")
     if message is not None and not isinstance(message, str):
         raise _fail(source, f"{where}.message", "must be a string")
     categories = _parse_categories(raw.get("categories", {}), source, f"{where}.categories")
     return CheckPolicy(check, action, None if threshold is None else float(threshold), message, categories, types,
-                       style, bool(restore))
+                       style, bool(restore), None if gate is None else float(gate))
 
 
 def parse_policy(raw: Any, source: str = "<dict>") -> Policy:

@@ -63,3 +63,28 @@ def test_pick_threshold_weighs_hard_negatives_and_keeps_a_margin():
     assert pick_threshold(pos, neg) == pytest.approx((0.2 + 0.7) / 2)
     # a hard negative at 0.75 costs 5 false positives: cutting above it (losing one positive) is better
     assert pick_threshold(pos, neg, [0.75]) == pytest.approx((0.75 + 0.8) / 2)
+
+
+def test_serve_refuses_a_bad_policy_before_binding(tmp_path, capsys):
+    from temper.cli import main
+    bad = tmp_path / "guard.yaml"
+    bad.write_text("input:\n  - check: harm\n    action: redact\n")
+    assert main(["serve", "--guard", str(bad), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "temper serve: error: guard policy" in err and "input[0].action" in err
+
+
+def test_safety_cli_parses():
+    from temper.cli import build_parser
+    args = build_parser().parse_args(["safety", "check", "hello", "--policy", "default"])
+    assert (args.command, args.safety_command, args.text) == ("safety", "check", "hello")
+    args = build_parser().parse_args(["redteam", "--target", "http://127.0.0.1:1/v1", "--model", "m"])
+    assert args.command == "redteam"
+
+
+def test_request_threshold_only_on_output_harm():
+    assert parse_policy({"output": [{"check": "harm", "request_threshold": 0}]}).output[0].request_threshold == 0.0
+    with pytest.raises(PolicyError, match=r"input\[0\]\.request_threshold: only harm on output"):
+        parse_policy({"input": [{"check": "harm", "request_threshold": 0.2}]})
+    with pytest.raises(PolicyError, match=r"a number in \[0, 1\)"):
+        parse_policy({"output": [{"check": "harm", "request_threshold": 1}]})
