@@ -75,7 +75,7 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = Non
 
 
 @dataclass
-class Verdict:
+class HeadScore:
     """A head's score (max over windows and decoded views) and whether it passed its threshold."""
 
     score: float
@@ -129,7 +129,7 @@ class GuardModels:
         net = self.heads[head]
         return [torch.sigmoid(net(e)[:, 0]) for e in self.encoder.encode(texts)]
 
-    def score(self, head: str, texts: Sequence[str], decode: bool = False) -> list[Verdict]:
+    def score(self, head: str, texts: Sequence[str], decode: bool = False) -> list[HeadScore]:
         """Each text's verdict: max over windows (and over decoded views with ``decode``), flagged above threshold."""
         if head not in BINARY_HEADS:
             raise ValueError(f"unknown head {head!r}: one of {BINARY_HEADS}")
@@ -140,7 +140,7 @@ class GuardModels:
             best = max(range(len(probs)), key=probs.__getitem__)
             flagged = probs[best] >= self.thresholds[head]
             category = self.category(texts_views[best]) if flagged and head != "attack" else ""
-            out.append(Verdict(probs[best], flagged, category))
+            out.append(HeadScore(probs[best], flagged, category))
         return out
 
     @torch.inference_mode()
