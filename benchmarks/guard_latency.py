@@ -40,7 +40,7 @@ def timed(fn, items) -> list[float]:
 
 def in_process(guard: Guard, prompts: list[str], replies: list[str]) -> dict[str, list[float]]:
     guard.check_input([{"role": "user", "content": "warm up"}])
-    clear = guard.models.encoder._cache.clear  # every message is new to the guard, as in production
+    clear = guard.models.encoder.clear_cache  # every message is new to the guard, as in production
     return {
         "check_input": timed(lambda p: (clear(), guard.check_input([{"role": "user", "content": p}])), prompts),
         "check_output": timed(lambda r: (clear(), guard.check_output(r)), replies),

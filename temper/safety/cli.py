@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -45,11 +46,10 @@ def run(args: argparse.Namespace) -> int:
     decision = guard.check_input([{"role": "user", "content": text}])
     out = {"blocked": decision.blocked, "message": decision.message,
            "sent_to_model": decision.messages[0]["content"],
-           "verdicts": [v.__dict__ if not hasattr(v, "__slots__") else {k: getattr(v, k) for k in v.__slots__}
-                        for v in decision.verdicts]}
+           "verdicts": [asdict(v) for v in decision.verdicts]}
     if args.reply is not None:
         reply = guard.check_output(args.reply, decision)
         out["reply"] = {"blocked": reply.blocked, "text": reply.text,
-                        "verdicts": [{k: getattr(v, k) for k in v.__slots__} for v in reply.verdicts]}
+                        "verdicts": [asdict(v) for v in reply.verdicts]}
     print(json.dumps(out, indent=2, default=str))
     return 0

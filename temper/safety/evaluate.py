@@ -101,7 +101,7 @@ def _latencies(models: GuardModels, judge) -> dict[str, dict]:
 
     def fresh(fn):  # each timing starts from an empty embedding cache, as a new message does
         def run(t):
-            models.encoder._cache.clear()
+            models.encoder.clear_cache()
             return fn(t)
         return run
     return {
