@@ -6,8 +6,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from temper.errors import TemperError
 from temper.engine.sampling_params import SamplingParams
+from temper.errors import TemperError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZATION_CHOICES = ("gguf", "int8", "int4")
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-embeddings", action="store_true", help="do not load the embedding model")
     p.add_argument("--guard", default=None, metavar="POLICY",
                    help="input/output safety rails from a YAML policy, or 'default' (see docs/safety.md)")
+    p.add_argument("--rag-store", default=None, metavar="URI",
+                   help="RAG store for /v1/rag/query and the `rag` field of chat completions: a SQLite file or a "
+                        "postgresql:// URL (default: $TEMPER_RAG_STORE or the store `temper rag ingest` writes)")
     p.add_argument("--stats", action="store_true", help=argparse.SUPPRESS)
 
     _add_plan_parser(sub)
@@ -158,10 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint in the output folder (or the one given)")
 
+    from temper.rag import cli as rag_cli
     from temper.safety import cli as safety_cli
     from temper.safety.redteam import cli as redteam_cli
     safety_cli.add_parser(sub)
     redteam_cli.add_parser(sub)
+    rag_cli.add_parser(sub, _add_model_args)
 
     p = sub.add_parser("chat", help="interactive chat with history and streaming output")
     _add_model_args(p)

@@ -231,7 +231,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             guard = Guard(policy)
             log.info("guard: policy %s (input: %s; output: %s)", policy.source,
                      ", ".join(c.check for c in policy.input) or "-", ", ".join(c.check for c in policy.output) or "-")
-        return Backend(engine, name, dict(spec.sampling_defaults) if spec else {}, embedder, guard)
+        rag = None
+        if embedder is not None:
+            from temper.rag.store import default_store_uri, open_store
+            from temper.server.rag import RAGService
+            try:
+                uri = args.rag_store or default_store_uri()
+                rag = RAGService(open_store(uri), embedder, guard)
+                log.info("RAG: store %s (%s)", uri.split("@")[-1],
+                         ", ".join(f"{c.name}: {c.num_chunks} chunks" for c in rag.store.collections()) or
+                         "no collections yet: `temper rag ingest PATH --collection NAME`")
+            except TemperError as e:
+                log.warning("no RAG endpoints: %s", e)
+        return Backend(engine, name, dict(spec.sampling_defaults) if spec else {}, embedder, guard, rag)
 
     server_config = ServerConfig(api_keys=keys, max_queued=args.max_queued,
                                  request_timeout=args.request_timeout or None)
@@ -293,7 +305,7 @@ def cmd_align(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models, "generate": cmd_generate, "chat": cmd_chat, "serve": cmd_serve, "quantize": cmd_quantize,
     "plan": cmd_plan, "align": cmd_align, "safety": lambda a: _lazy("temper.safety.cli", a),
-    "redteam": lambda a: _lazy("temper.safety.redteam.cli", a)}
+    "redteam": lambda a: _lazy("temper.safety.redteam.cli", a), "rag": lambda a: _lazy("temper.rag.cli", a)}
 
 
 def _lazy(module: str, args: argparse.Namespace) -> int:

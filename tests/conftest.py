@@ -11,3 +11,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The packaged all-MiniLM-L6-v2 (server, RAG and safety tests share one)."""
+    from temper.embeddings import Embedder
+    return Embedder.load()

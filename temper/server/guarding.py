@@ -68,16 +68,17 @@ class StreamRails:
         return out, mon.blocked
 
 
-def blocked_body(request_id: str, endpoint: str, model: str, message: str, n: int, fingerprint: str) -> dict:
-    """A whole response for a request the input rails blocked (no tokens were computed)."""
+def blocked_body(request_id: str, endpoint: str, model: str, message: str, n: int, fingerprint: str,
+                 finish_reason: str = FILTERED) -> dict:
+    """A whole response for a request answered without the engine (input rails blocked it, or RAG abstained)."""
     created = int(time.time())
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     if endpoint == "chat":
         choices = [{"index": k, "message": {"role": "assistant", "content": message, "refusal": None},
-                    "logprobs": None, "finish_reason": FILTERED} for k in range(n)]
+                    "logprobs": None, "finish_reason": finish_reason} for k in range(n)]
         return {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": created, "model": model,
                 "system_fingerprint": fingerprint, "choices": choices, "usage": usage}
-    choices = [{"index": k, "text": message, "logprobs": None, "finish_reason": FILTERED} for k in range(n)]
+    choices = [{"index": k, "text": message, "logprobs": None, "finish_reason": finish_reason} for k in range(n)]
     return {"id": f"cmpl-{request_id}", "object": "text_completion", "created": created, "model": model,
             "system_fingerprint": fingerprint, "choices": choices, "usage": usage}
 
@@ -93,8 +94,9 @@ async def blocked_events(body: dict, sse) -> AsyncIterator[str]:
             message = choice["message"]["content"]
             yield sse({**base, "choices": [{"index": k, "delta": {"role": "assistant", "content": message},
                                             "logprobs": None, "finish_reason": None}]})
-            yield sse({**base, "choices": [{"index": k, "delta": {}, "logprobs": None, "finish_reason": FILTERED}]})
+            yield sse({**base, "choices": [{"index": k, "delta": {}, "logprobs": None,
+                                            "finish_reason": choice["finish_reason"]}]})
         else:
             yield sse({**base, "choices": [{"index": k, "text": choice["text"], "logprobs": None,
-                                            "finish_reason": FILTERED}]})
+                                            "finish_reason": choice["finish_reason"]}]})
     yield "data: [DONE]\n\n"

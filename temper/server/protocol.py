@@ -134,8 +134,20 @@ class ChatMessage(_Request):
         return "".join(part.text for part in self.content)
 
 
+class RAGOptions(_Request):
+    """Retrieval for a request: which collection, how many sources, which filter (see temper/rag/store/base.py)."""
+
+    collection: str = Field(min_length=1, max_length=128)
+    top_k: int = Field(default=5, ge=1, le=50)
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    filter: dict[str, Any] | None = None
+    mmr: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+
+
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+    rag: RAGOptions | str | None = None  # temper's extra: answer from a collection (a name, or options)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_INT)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_INT)
     logprobs: bool = False
@@ -182,3 +194,13 @@ class TokenizeRequest(_Request):
 class DetokenizeRequest(_Request):
     model: str | None = None
     tokens: TokenIds
+
+
+class RAGQueryRequest(RAGOptions):
+    """POST /v1/rag/query: retrieve, then (unless generate is false) answer with citations."""
+
+    query: str = Field(min_length=1, max_length=8192)
+    model: str | None = None
+    generate: bool = True
+    max_tokens: int | None = Field(default=256, ge=1, le=MAX_INT)
+    temperature: float | None = Field(default=0.0, ge=0.0, le=2.0)

@@ -68,12 +68,6 @@ def smollm2_loaded():
     return load(resolve("smollm2-135m-instruct"))
 
 
-@pytest.fixture(scope="session")
-def embedder():
-    from temper.embeddings import Embedder
-    return Embedder.load()
-
-
 @pytest.fixture(scope="module")
 def smol_server(smollm2_loaded, embedder):
     """The default model with the embedding model, as `temper serve` runs it."""

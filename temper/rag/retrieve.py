@@ -1,0 +1,208 @@
+"""Hybrid retrieval: dense (the store's vector search) + BM25 (bm25s), fused by reciprocal rank, then MMR.
+
+Dense search finds paraphrases ("print JSON nicely" -> indent); BM25 finds rare exact terms (identifiers, error
+names) that a 384-dim sentence embedding blurs. Reciprocal rank fusion (Cormack et al., 2009) adds 1 / (60 + rank)
+from each list: it needs no score calibration between the two, which is why it is the usual choice.
+
+The BM25 index is built from the store's chunks (heading path + text) and cached per collection generation: in
+memory, and on disk under cache_dir()/rag/bm25 so that a new process (`temper rag ask`) loads it in milliseconds
+instead of re-indexing. Metadata filters apply to both lists (bm25s' weight_mask for the lexical side).
+
+Every returned hit carries its cosine similarity to the query (Hit.dense_score), also for hits that came from BM25
+alone: answering uses it to abstain when the evidence is weak.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from temper.embeddings import Embedder
+from temper.rag.store.base import StoreError, VectorStore, Where, check_where
+from temper.rag.types import Chunk, Hit
+
+log = logging.getLogger(__name__)
+MODES = ("hybrid", "dense", "bm25")
+RRF_K = 60
+
+
+@dataclass
+class _Lexical:
+    generation: int
+    ids: list[str]  # chunk ids in index order
+    index: object  # bm25s.BM25
+
+
+def _tokenize(texts: Sequence[str]) -> list[list[str]]:
+    import bm25s
+
+    return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
+
+
+class Retriever:
+    """Searches one store with one embedder. Thread-safe; the BM25 indexes are shared by all threads."""
+
+    def __init__(self, store: VectorStore, embedder: Embedder | None = None, cache_dir: str | Path | None = None):
+        self.store = store
+        self.embedder = embedder or Embedder.load()
+        if cache_dir is None:
+            from temper.models.loader import cache_dir as temper_cache
+
+            cache_dir = temper_cache() / "rag" / "bm25"
+        self.cache_dir = Path(cache_dir)
+        self._lexical: dict[str, _Lexical] = {}
+        self._lock = threading.Lock()
+
+    def embed_query(self, query: str) -> np.ndarray:
+        return self.embedder.embed([query]).cpu().numpy()[0]
+
+    def retrieve(self, query: str, collection: str, k: int = 5, where: Where | None = None, mode: str = "hybrid",
+                 candidates: int = 50, mmr_lambda: float | None = None) -> list[Hit]:
+        """The k best chunks for query, best first (Hit.score: the fused score, or the mode's own score).
+
+        Args:
+            candidates: how many hits each list contributes before fusion.
+            mmr_lambda: None for no diversity step; else maximal marginal relevance over the fused candidates,
+                trading relevance (lambda) against similarity to the chunks already picked (1 - lambda).
+        """
+        if mode not in MODES:
+            raise StoreError(f"retrieval mode {mode!r}: choose one of {', '.join(MODES)}")
+        if not query.strip():
+            raise StoreError("the query is empty")
+        if k < 1 or candidates < k:
+            raise StoreError(f"need 1 <= k <= candidates, got k={k}, candidates={candidates}")
+        if mmr_lambda is not None and not 0 <= mmr_lambda <= 1:
+            raise StoreError(f"mmr_lambda must be in [0, 1], got {mmr_lambda}")
+        check_where(where)
+        info = self.store.collection(collection)
+        if info.embedder != self.embedder.name:
+            raise StoreError(f"collection {collection!r} was embedded with {info.embedder!r}, "
+                             f"the retriever uses {self.embedder.name!r}")
+        q = self.embed_query(query)
+        lists: list[list[tuple[str, float]]] = []
+        chunks: dict[str, Chunk] = {}
+        if mode in ("hybrid", "dense"):
+            dense = self.store.search(collection, q, candidates, where)
+            chunks.update((h.chunk.id, h.chunk) for h in dense)
+            lists.append([(h.chunk.id, h.score) for h in dense])
+        if mode in ("hybrid", "bm25"):
+            lists.append(self.bm25(query, collection, candidates, where))
+        if mode == "hybrid":
+            fused = rrf(lists)
+        else:
+            fused = lists[0]
+        pool = fused[:max(k, candidates if mmr_lambda is not None else k)]
+        ids = [cid for cid, _ in pool]
+        missing = [cid for cid in ids if cid not in chunks]
+        chunks.update((c.id, c) for c in self.store.get_chunks(collection, missing))
+        vectors = self.store.get_vectors(collection, ids) if ids else np.zeros((0, info.dim), np.float32)
+        cos = vectors @ q
+        order = list(range(len(ids)))
+        if mmr_lambda is not None and len(ids) > k:
+            order = mmr([s for _, s in pool], vectors, k, mmr_lambda)
+        return [Hit(chunk=chunks[ids[i]], score=pool[i][1], dense_score=float(cos[i]), rank=n + 1)
+                for n, i in enumerate(order[:k])]
+
+    # ---- BM25 ----
+
+    def bm25(self, query: str, collection: str, k: int, where: Where | None = None) -> list[tuple[str, float]]:
+        """(chunk id, BM25 score) of the k best chunks with a positive score, best first."""
+        lex = self._index(collection)
+        if not lex.ids:
+            return []
+        tokens = [t for t in _tokenize([query])[0] if t in lex.index.vocab_dict]
+        if not tokens:
+            return []
+        mask = None
+        if where:
+            allowed = {c.id for c in self.store.iter_chunks(collection, where)}
+            mask = np.fromiter((cid in allowed for cid in lex.ids), np.float32, count=len(lex.ids))
+        docs, scores = lex.index.retrieve([tokens], k=min(k, len(lex.ids)), show_progress=False, n_threads=1,
+                                          weight_mask=mask)
+        return [(lex.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
+
+    def _index(self, collection: str) -> _Lexical:
+        import bm25s
+
+        generation = self.store.generation(collection)
+        with self._lock:
+            cached = self._lexical.get(collection)
+            if cached is not None and cached.generation == generation:
+                return cached
+            folder = self.cache_dir / self._store_key(collection) / str(generation)
+            lex = None
+            if (folder / "ids.json").is_file():
+                try:
+                    index = bm25s.BM25.load(str(folder), show_progress=False)
+                    lex = _Lexical(generation, json.loads((folder / "ids.json").read_text()), index)
+                except (OSError, ValueError, KeyError) as e:
+                    log.warning("BM25 cache %s unreadable (%s): rebuilding", folder, e)
+            if lex is None:
+                lex = self._build(collection, generation, folder)
+            self._lexical[collection] = lex
+            return lex
+
+    def _build(self, collection: str, generation: int, folder: Path) -> _Lexical:
+        import bm25s
+
+        ids, texts = [], []
+        for c in self.store.iter_chunks(collection):
+            ids.append(c.id)
+            texts.append(c.embed_text)
+        index = bm25s.BM25()
+        if texts:
+            index.index(_tokenize(texts), show_progress=False)
+        lex = _Lexical(generation, ids, index)
+        if texts:
+            try:
+                if folder.parent.exists():
+                    shutil.rmtree(folder.parent, ignore_errors=True)  # older generations of this collection
+                folder.mkdir(parents=True, exist_ok=True)
+                index.save(str(folder), show_progress=False)
+                (folder / "ids.json").write_text(json.dumps(ids))
+            except OSError as e:
+                log.warning("cannot cache the BM25 index in %s: %s", folder, e)
+        log.info("BM25 index of %s: %d chunks (generation %d)", collection, len(ids), generation)
+        return lex
+
+    def _store_key(self, collection: str) -> str:
+        where = getattr(self.store, "path", None) or getattr(self.store, "cache_identity", None) or id(self.store)
+        return hashlib.blake2b(f"{type(self.store).__name__}\0{where}\0{collection}".encode(),
+                               digest_size=8).hexdigest()
+
+
+def rrf(lists: Sequence[Sequence[tuple[str, float]]], k: int = RRF_K) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion of ranked (id, score) lists: sum of 1 / (k + rank), best first (ties: first seen)."""
+    fused: dict[str, float] = {}
+    for ranked in lists:
+        for rank, (cid, _) in enumerate(ranked, 1):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
+    return sorted(fused.items(), key=lambda kv: -kv[1])
+
+
+def mmr(relevance: Sequence[float], vectors: np.ndarray, k: int, lam: float) -> list[int]:
+    """Indices of k items picked greedily by lam * relevance - (1 - lam) * max similarity to those picked.
+
+    relevance is rescaled to [0, 1] (fused scores are tiny numbers); vectors are unit rows.
+    """
+    rel = np.asarray(relevance, np.float64)
+    span = rel.max() - rel.min()
+    rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
+    sim = vectors @ vectors.T
+    picked: list[int] = []
+    left = list(range(len(rel)))
+    while left and len(picked) < k:
+        if picked:
+            penalty = sim[np.ix_(left, picked)].max(axis=1)
+        else:
+            penalty = np.zeros(len(left))
+        best = int(np.argmax(lam * rel[left] - (1 - lam) * penalty))
+        picked.append(left.pop(best))
+    return picked
