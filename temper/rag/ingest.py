@@ -35,7 +35,7 @@ from temper.rag.store.base import VectorStore
 from temper.rag.types import Chunk, DocumentRecord, ParsedDocument
 
 log = logging.getLogger(__name__)
-PARSER_VERSION = 2  # bump when parsing or chunking changes what a file becomes: every file is then re-ingested
+PARSER_VERSION = 3  # bump when parsing or chunking changes what a file becomes: every file is then re-ingested
 
 
 @dataclass

@@ -29,6 +29,7 @@ from temper.rag.store.base import StoreError, VectorStore, Where, check_where
 from temper.rag.types import Chunk, Hit
 
 log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG through its own handler
 MODES = ("hybrid", "dense", "bm25")
 RRF_K = 60
 

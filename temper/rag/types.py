@@ -52,8 +52,12 @@ class Chunk:
 
     @property
     def embed_text(self) -> str:
-        """What the embedder reads: the heading path gives a chunk its context ("json > Basic Usage\\n...")."""
+        """What the embedder and BM25 read: the heading path, and the API entry the chunk belongs to, give it its
+        context ("json — JSON encoder and decoder > Basic Usage > json.dumps\\n...")."""
         head = self.section or self.title
+        symbol = self.metadata.get("symbol")
+        if symbol:
+            head = f"{head} > {symbol}" if head else str(symbol)
         return f"{head}\n{self.text}" if head else self.text
 
     @property

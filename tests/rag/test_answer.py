@@ -119,3 +119,35 @@ def test_the_packaged_qa_set():
     items = load_qa()
     assert len(items) >= 150 and sum(not i.answerable for i in items) >= 30
     assert len({i.source for i in items if i.answerable}) >= 100
+
+
+def test_unsolvable_items_parse_evals_samples():
+    import importlib.util
+
+    if importlib.util.find_spec("evals") is None:
+        pytest.skip("evals' unsolvable_questions: pip install --no-deps evals==3.0.1.post1 (`make test` does)")
+    from temper.rag.evaluate import unsolvable_items
+
+    items = unsolvable_items()
+    assert len(items) == 300 and sum(i["answerable"] for i in items) == 150
+    assert all(i["question"] and len(i["context"]) > 100 for i in items)
+
+
+def test_ask_many_abstains_before_generation_on_weak_retrieval():
+    from temper.rag.answer import RAG
+
+    class FakeRetriever:
+        def retrieve(self, question, collection, **kw):
+            return [hit("Port 7431.", 1, score=0.9 if "port" in question else 0.1)]
+
+    asked = []
+
+    def generate(conversations):
+        asked.extend(conversations)
+        return [("It is 7431 [1].", 100, 6)] * len(conversations)
+
+    rag = RAG(FakeRetriever(), generate, "c", min_score=0.3)
+    strong, weak = rag.ask_many(["which port?", "who painted it?"])
+    assert strong.answer == "It is 7431 [1]." and strong.citations == [1] and not strong.abstained
+    assert weak.abstained and weak.abstain_reason == "weak retrieval" and weak.answer == ABSTAIN_TEXT
+    assert len(asked) == 1 and weak.prompt_tokens == 0

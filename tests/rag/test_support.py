@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import time
 from collections.abc import Iterator
 
@@ -112,8 +113,8 @@ def test_labelled_set_shape(pairs):
 
 def test_load_pairs_names_the_bad_line(tmp_path):
     path = tmp_path / "pairs.jsonl"
-    path.write_text('{"id": "a", "source": "s", "claim": "c", "passage": "p", "label": "supported", "kind": "extract"}\n'
-                    '{"id": "b", "claim": "c"}\n')
+    good = {"id": "a", "source": "s", "claim": "c", "passage": "p", "label": "supported", "kind": "extract"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"id": "b", "claim": "c"}) + "\n")
     with pytest.raises(support.SupportSetError, match="pairs.jsonl:2"):
         support.load_pairs(path)
 
@@ -141,9 +142,9 @@ def judge() -> Iterator[SupportJudge]:
 
 
 PASSAGE = ("queue.Queue(maxsize=0): Constructor for a FIFO (first-in, first-out) queue. maxsize is an integer that "
-           "sets the upperbound limit on the number of items that can be placed in the queue. Insertion will block once "
-           "this size has been reached, until queue items are consumed. If maxsize is less than or equal to zero, the "
-           "queue size is infinite.")
+           "sets the upperbound limit on the number of items that can be placed in the queue. Insertion will block "
+           "once this size has been reached, until queue items are consumed. If maxsize is less than or equal to zero, "
+           "the queue size is infinite.")
 
 
 @pytest.mark.parametrize("claim, expected", [

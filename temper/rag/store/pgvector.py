@@ -131,6 +131,8 @@ class PgVectorStore(VectorStore):
         host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST", "localhost")
         port = params.get("port") or os.environ.get("PGPORT", "5432")
         self.server = f"{host}:{port}"  # names the server in messages (never the password)
+        # what the retriever keys its on-disk BM25 cache by: the database and the schema search path, no password
+        self.cache_identity = f"{self.server}/{params.get('dbname', '')}?{params.get('options', '')}"
         # NOTE: no server-side prepared statements: after 5 runs PostgreSQL may switch to a generic plan, which
         # does not see k or the filter's values and can pick an exact scan where the HNSW index is right
         kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
