@@ -221,9 +221,10 @@ def main() -> None:
             seconds = replicate(store, dst, coll, n, info.dim, info.embedder)
             r = Retriever(dst, embedder, cache_dir=work / "bm25")
             lat = latency(dst, r, coll, questions)
-            size = (work / "scale.db").stat().st_size / 2**20 if name == "sqlite" else None
-            if name == "pgvector":
-                size = dst.relation_bytes() / 2**20 if hasattr(dst, "relation_bytes") else None
+            if name == "sqlite":
+                size = (work / "scale.db").stat().st_size / 2**20  # every collection of the file
+            else:
+                size = dst.relation_bytes(coll) / 2**20
             lat.update(load_seconds=round(seconds, 1), size_mb=None if size is None else round(size, 1))
             out["latency"][f"{name}@{n}"] = lat
             print(f"{name:10}{n:>9}{seconds:>9.1f}{(size or 0):>9.1f}{lat['search_p50_ms']:>12}"

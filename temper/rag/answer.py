@@ -5,9 +5,10 @@ data: text inside it is never an instruction (an injected "ignore previous instr
 not obeyed; the guard's injection check, when on, drops such documents before they reach the prompt). A document
 cannot close the block early: its delimiters are escaped.
 
-Abstention happens twice: before generation, when the best source's cosine similarity to the question is below
-`min_score` (retrieval found nothing close: the model is not asked at all), and after, when the model says the
-sources don't contain the answer. Citations [n] that point at no retrieved source are removed from the answer and
+Abstention happens before generation, without asking the model, when the best source's cosine similarity to the
+question is below `min_score` (nothing on the topic), or when the question names something (an API such as
+`itertools.batched`, an option, a PEP, a product) that no source mentions; and after generation, when the model
+says the sources don't contain the answer. Citations [n] that point at no retrieved source are removed from the answer and
 reported, so a client never shows a link to a source that was not there.
 """
 from __future__ import annotations
@@ -59,7 +60,7 @@ class RAGAnswer:
     citations: list[int] = field(default_factory=list)  # valid [n] found in the answer, in order of appearance
     invalid_citations: list[int] = field(default_factory=list)  # [n] with no source n: removed from the answer
     abstained: bool = False
-    abstain_reason: str | None = None  # "weak retrieval" | "model"
+    abstain_reason: str | None = None  # "weak retrieval" | "not in the sources: NAME, ..." | "model"
     dropped_sources: list[str] = field(default_factory=list)  # chunk ids the guard removed (prompt injection)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -109,6 +110,57 @@ def check_citations(text: str, num_sources: int) -> tuple[str, list[int], list[i
     return cleaned, valid, invalid
 
 
+_TERM = re.compile(r"\bPEP\s?\d+|(?<![\w-])--?[A-Za-z][\w-]+|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[A-Za-z_]\w*")
+_EXTENSIONS = {"gz", "bz2", "xz", "zip", "tar", "py", "pyc", "pyw", "txt", "csv", "json", "html", "md", "toml", "cfg",
+               "ini", "so", "dll", "exe", "whl", "rst"}
+_COMMON_NAMES = {"python", "cpython", "windows", "linux", "unix", "macos", "mac", "pypi", "how", "what", "which", "when",
+                 "where", "why", "who", "does", "can", "should", "is", "are", "the", "and", "i"}
+
+
+def uncovered_terms(question: str, hits: Sequence[Hit]) -> list[str]:
+    """Names in the question that none of the sources mention: a dotted API (`itertools.batched`), a snake_case or
+    CamelCase identifier, a command-line option (`--disable-gil`), a PEP number, a capitalized product name (Flask).
+
+    Sentence embeddings place "How do I use itertools.batched?" close to the itertools page, which has no batched;
+    a question whose names the sources never mention is not answered from them. Plain words, numbers, quoted
+    examples and file extensions are not required (they are the user's data or phrasing).
+    """
+    unquoted = re.sub(r"'[^']*'|\"[^\"]*\"", " ", question)
+    text = "\n".join(h.chunk.embed_text for h in hits).lower()
+    missing = []
+    for n, m in enumerate(_TERM.finditer(unquoted)):
+        t = m.group(0).rstrip(".")
+        low = t.lower()
+        if t.startswith("-"):
+            needed = [low]
+        elif low.startswith("pep"):
+            needed = ["pep " + low[3:].strip()]
+        elif "." in t:
+            parts = low.split(".")
+            if parts[-1] in _EXTENSIONS or low in ("e.g", "i.e"):
+                continue
+            needed = [low, ".".join(parts[-2:])]
+        elif "_" in t.strip("_") or (any(c.isupper() for c in t[1:]) and not (t.isupper() and len(t) <= 3)):
+            needed = [low]
+        elif t[0].isupper() and len(t) >= 4 and n > 0 and low not in _COMMON_NAMES:
+            needed = [low]
+        else:
+            continue
+        if not any(re.search(rf"(?<![\w.]){re.escape(x)}(?![a-z])", text) for x in needed):
+            missing.append(t)
+    return list(dict.fromkeys(missing))
+
+
+def abstain_reason(question: str, hits: Sequence[Hit], min_score: float, require_terms: bool = True) -> str | None:
+    """Why not to ask the model: no source at all, the best one too far from the question, or names the sources
+    never mention. None: the evidence may answer it."""
+    best = max((h.dense_score for h in hits if h.dense_score is not None), default=None)
+    if best is None or best < min_score:
+        return "weak retrieval"
+    missing = uncovered_terms(question, hits) if require_terms else []
+    return f"not in the sources: {', '.join(missing)}" if missing else None
+
+
 def says_abstain(text: str) -> bool:
     return bool(_ABSTAIN_PATTERNS.search(text)) or not text.strip()
 
@@ -133,7 +185,8 @@ class RAG:
     """Retrieve, guard, generate, check. `generate` answers a batch of chat conversations (see `llm_generator`)."""
 
     def __init__(self, retriever: Retriever, generate: Generate, collection: str, k: int = 5,
-                 min_score: float = 0.3, mode: str = "hybrid", mmr_lambda: float | None = None, guard: Any = None):
+                 min_score: float = 0.35, mode: str = "hybrid", mmr_lambda: float | None = None, guard: Any = None,
+                 require_terms: bool = True):
         self.retriever = retriever
         self.generate = generate
         self.collection = collection
@@ -142,6 +195,7 @@ class RAG:
         self.mode = mode
         self.mmr_lambda = mmr_lambda
         self.guard = guard  # temper.safety.Guard: retrieved text passes its documents stage
+        self.require_terms = require_terms  # abstain when the sources never mention a name the question asks about
 
     def retrieve(self, question: str, where: Where | None = None, k: int | None = None) -> tuple[list[Hit], list[str]]:
         """Hits for a question, and the ids of chunks the guard dropped."""
@@ -154,9 +208,9 @@ class RAG:
             hits = [h for i, h in enumerate(hits) if i not in set(decision.dropped)]
         return hits, dropped
 
-    def weak(self, hits: Sequence[Hit]) -> bool:
-        best = max((h.dense_score for h in hits if h.dense_score is not None), default=None)
-        return best is None or best < self.min_score
+    def weak(self, question: str, hits: Sequence[Hit]) -> str | None:
+        """Why the evidence is too weak to answer from (None: ask the model)."""
+        return abstain_reason(question, hits, self.min_score, self.require_terms)
 
     def ask(self, question: str, where: Where | None = None, k: int | None = None) -> RAGAnswer:
         return self.ask_many([question], where, k)[0]
@@ -168,10 +222,11 @@ class RAG:
         todo = []
         for i, q in enumerate(questions):
             hits, dropped = self.retrieve(q, where, k)
-            if self.weak(hits):
+            reason = self.weak(q, hits)
+            if reason:
                 _, sources = sources_block(hits)
                 results[i] = RAGAnswer(question=q, answer=ABSTAIN_TEXT, sources=sources, abstained=True,
-                                       abstain_reason="weak retrieval", dropped_sources=dropped)
+                                       abstain_reason=reason, dropped_sources=dropped)
             else:
                 todo.append((i, q, hits, dropped))
         if todo:

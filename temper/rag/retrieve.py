@@ -59,6 +59,7 @@ class Retriever:
             cache_dir = temper_cache() / "rag" / "bm25"
         self.cache_dir = Path(cache_dir)
         self._lexical: dict[str, _Lexical] = {}
+        self._infos: dict[str, tuple[int, object]] = {}
         self._lock = threading.Lock()
 
     def embed_query(self, query: str) -> np.ndarray:
@@ -82,7 +83,7 @@ class Retriever:
         if mmr_lambda is not None and not 0 <= mmr_lambda <= 1:
             raise StoreError(f"mmr_lambda must be in [0, 1], got {mmr_lambda}")
         check_where(where)
-        info = self.store.collection(collection)
+        info = self._info(collection)
         if info.embedder != self.embedder.name:
             raise StoreError(f"collection {collection!r} was embedded with {info.embedder!r}, "
                              f"the retriever uses {self.embedder.name!r}")
@@ -110,6 +111,14 @@ class Retriever:
             order = mmr([s for _, s in pool], vectors, k, mmr_lambda)
         return [Hit(chunk=chunks[ids[i]], score=pool[i][1], dense_score=float(cos[i]), rank=n + 1)
                 for n, i in enumerate(order[:k])]
+
+    def _info(self, collection: str):
+        """The collection's info, fetched again only when its generation changes (counting chunks is not free)."""
+        generation = self.store.generation(collection)
+        cached = self._infos.get(collection)
+        if cached is None or cached[0] != generation:
+            cached = self._infos[collection] = (generation, self.store.collection(collection))
+        return cached[1]
 
     # ---- BM25 ----
 

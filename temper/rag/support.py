@@ -259,6 +259,16 @@ def _is_found(token: str, index: _PassageIndex) -> bool:
     return re.search(rf"(?<![\w.]){re.escape(token)}(?![\w])", index.text) is not None
 
 
+def missing_tokens(claim: str, text: str) -> list[str]:
+    """The claim's hard tokens (numbers, identifiers, quoted strings, names) that the text does not contain.
+
+    Answering uses it on the question and the retrieved sources: a question about `itertools.batched` or Flask whose
+    sources never mention it cannot be answered from them, however similar they look to a sentence embedding.
+    """
+    index = _index(text)
+    return [t for t in dict.fromkeys(hard_tokens(claim)) if not _is_found(t, index)]
+
+
 _CLAUSE_BREAK = re.compile(r"[;:,()\[\]]|--|\u2014|\s(?:but|whereas|while|although|though|however|otherwise|unless|"
                            r"except|instead|so that)\s")
 _CALL_ARGS = re.compile(r"(?<=\w)(?:\([^()]*\)|\[[^\[\]]*\])")  # f(x), a[0]

@@ -17,7 +17,8 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from temper.rag.answer import ABSTAIN_TEXT, SYSTEM_PROMPT, Source, check_citations, says_abstain, sources_block
+from temper.rag.answer import (ABSTAIN_TEXT, SYSTEM_PROMPT, Source, abstain_reason, check_citations, says_abstain,
+                               sources_block)
 from temper.rag.evaluate import DEFAULT_MIN_SCORE
 from temper.rag.retrieve import Retriever
 from temper.rag.store.base import StoreError, VectorStore
@@ -33,10 +34,11 @@ class Retrieved:
     hits: list[Hit]
     sources: list[Source]
     dropped: list[str]  # chunk ids the guard dropped
-    weak: bool  # the best source is below min_score: answer without the model
+    weak: str | None  # why the evidence is too weak (answer without the model), or None
 
     def payload(self) -> dict[str, Any]:
-        return {"sources": [asdict(s) for s in self.sources], "dropped_sources": self.dropped}
+        return {"sources": [asdict(s) for s in self.sources], "dropped_sources": self.dropped,
+                "abstain_reason": self.weak}
 
 
 class RAGService:
@@ -69,8 +71,7 @@ class RAGService:
                 log.info("request %s: the guard dropped %d retrieved sources", request_id, len(dropped))
         _, sources = sources_block(hits)
         floor = self.min_score if opts.min_score is None else opts.min_score
-        best = max((h.dense_score for h in hits if h.dense_score is not None), default=None)
-        return Retrieved(hits, sources, dropped, best is None or best < floor)
+        return Retrieved(hits, sources, dropped, abstain_reason(query, hits, floor))
 
 
 def rag_options(value: RAGOptions | str) -> RAGOptions:
@@ -120,7 +121,7 @@ def answer_body(request_id: str, model: str, query: str, retrieved: Retrieved, c
                            **retrieved.payload()}
     if chat is None:
         out.update(answer=ABSTAIN_TEXT if retrieved.weak else None, citations=[], invalid_citations=[],
-                   abstained=retrieved.weak, abstain_reason="weak retrieval" if retrieved.weak else None,
+                   abstained=bool(retrieved.weak), abstain_reason=retrieved.weak,
                    usage={"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
         return out
     text = chat["choices"][0]["message"]["content"] or ""

@@ -151,3 +151,19 @@ def test_ask_many_abstains_before_generation_on_weak_retrieval():
     assert strong.answer == "It is 7431 [1]." and strong.citations == [1] and not strong.abstained
     assert weak.abstained and weak.abstain_reason == "weak retrieval" and weak.answer == ABSTAIN_TEXT
     assert len(asked) == 1 and weak.prompt_tokens == 0
+
+
+@pytest.mark.parametrize("question, text, missing", [
+    ("How do I use itertools.batched?", "itertools — Functions creating iterators > itertools.chain", ["itertools.batched"]),
+    ("What does json.dumps return?", "json > json.dumps\nSerialize obj to a JSON formatted str.", []),
+    ("How do I define routes in Flask?", "http.server > Handlers", ["Flask"]),
+    ("How do I build with --disable-gil?", "Configure options: --enable-optimizations", ["--disable-gil"]),
+    ("What did PEP 701 change?", "PEP 634: structural pattern matching", ["PEP 701"]),
+    ("Which hashlib function uses pbkdf2?", "hashlib.pbkdf2_hmac(hash_name, password)", []),  # a prefix is found
+    ("How do I open a .tar.gz or parse '2023-01-05 10:00'?", "tarfile.open", []),  # extensions, quoted data
+    ("How do I compare two MAC digests in Python, e.g. safely?", "hmac.compare_digest", []),  # acronyms, e.g.
+])
+def test_uncovered_terms(question, text, missing):
+    from temper.rag.answer import uncovered_terms
+
+    assert uncovered_terms(question, [hit(text, 1)]) == missing

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+import time
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -158,6 +159,12 @@ class VectorStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def first_generation() -> int:
+    """A new collection's first generation: microseconds since the epoch, so that a collection dropped and made
+    again under the same name never repeats a generation that caches (BM25 indexes, vector matrices) remember."""
+    return time.time_ns() // 1000
 
 
 def as_unit_rows(vectors: np.ndarray, dim: int) -> np.ndarray:

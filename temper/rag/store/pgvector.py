@@ -43,6 +43,7 @@ from temper.rag.store.base import (
     Where,
     as_unit_rows,
     check_where,
+    first_generation,
 )
 from temper.rag.types import Chunk, DocumentRecord, Hit
 
@@ -164,9 +165,9 @@ class PgVectorStore(VectorStore):
         with self._connection() as conn:
             with conn.transaction():
                 row = conn.execute(
-                    "INSERT INTO temper_rag_collections (name, dim, embedder, settings) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (name) DO NOTHING RETURNING id",
-                    [name, dim, embedder, Jsonb(settings or {})]).fetchone()
+                    "INSERT INTO temper_rag_collections (name, dim, embedder, settings, generation) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
+                    [name, dim, embedder, Jsonb(settings or {}), first_generation()]).fetchone()
                 if row is not None:
                     table = ChunksTable(row[0], dim)
                     conn.execute(table.ddl())
@@ -326,6 +327,13 @@ class PgVectorStore(VectorStore):
             with self._connection() as conn, conn.transaction():
                 conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", [BULK_MAINTENANCE_WORK_MEM])
                 conn.execute(_lookup(conn, collection).hnsw_ddl(self.hnsw_m, self.hnsw_ef_construction))
+
+    def relation_bytes(self, collection: str) -> int:
+        """Bytes on disk of the collection's chunks table with its indexes (HNSW included) and TOAST."""
+        with self._connection() as conn:
+            table = _lookup(conn, collection)
+            return int(conn.execute("SELECT pg_total_relation_size(%s::regclass)",
+                                    [table.name.as_string(conn)]).fetchone()[0])
 
     def bulk(self, collection: str):
         return self.bulk_ingest(collection)

@@ -32,6 +32,7 @@ from temper.rag.store.base import (
     Where,
     as_unit_rows,
     check_where,
+    first_generation,
 )
 from temper.rag.types import Chunk, DocumentRecord, Hit
 
@@ -62,6 +63,7 @@ class _Matrix:
     generation: int
     rowids: np.ndarray  # (N,) int64, ascending
     vectors: np.ndarray  # (N, dim) float32, unit rows
+    rows: dict[str, int]  # chunk id -> row
 
 
 class SQLiteStore(VectorStore):
@@ -120,8 +122,8 @@ class SQLiteStore(VectorStore):
         with con:
             row = con.execute("SELECT dim, embedder FROM collections WHERE name = ?", (name,)).fetchone()
             if row is None:
-                con.execute("INSERT INTO collections (name, dim, embedder, settings) VALUES (?, ?, ?, ?)",
-                            (name, dim, embedder, json.dumps(settings or {})))
+                con.execute("INSERT INTO collections (name, dim, embedder, settings, generation) VALUES (?, ?, ?, ?, ?)",
+                            (name, dim, embedder, json.dumps(settings or {}), first_generation()))
             elif not exist_ok:
                 raise StoreError(f"collection {name!r} already exists in {self.path}")
             elif (row[0], row[1]) != (dim, embedder):
@@ -258,16 +260,8 @@ class SQLiteStore(VectorStore):
         return [found[i] for i in ids if i in found]
 
     def get_vectors(self, collection: str, ids: Sequence[str]) -> np.ndarray:
-        dim = self.collection(collection).dim
-        out = np.empty((len(ids), dim), np.float32)
-        con = self._con()
-        for n, cid in enumerate(ids):
-            row = con.execute("SELECT embedding FROM chunks WHERE collection = ? AND id = ?",
-                              (collection, cid)).fetchone()
-            if row is None:
-                raise KeyError(cid)
-            out[n] = np.frombuffer(row[0], np.float32)
-        return out
+        matrix = self._matrix(collection)  # the search matrix already holds them
+        return matrix.vectors[[matrix.rows[cid] for cid in ids]] if ids else matrix.vectors[:0].copy()
 
     def iter_chunks(self, collection: str, where: Where | None = None) -> Iterator[Chunk]:
         check_where(where)
@@ -292,11 +286,11 @@ class SQLiteStore(VectorStore):
             generation = con.execute("SELECT generation FROM collections WHERE name = ?",
                                      (collection,)).fetchone()[0]
             dim = con.execute("SELECT dim FROM collections WHERE name = ?", (collection,)).fetchone()[0]
-            rows = con.execute("SELECT rowid, embedding FROM chunks WHERE collection = ? ORDER BY rowid",
+            rows = con.execute("SELECT rowid, id, embedding FROM chunks WHERE collection = ? ORDER BY rowid",
                                (collection,)).fetchall()
         rowids = np.fromiter((r[0] for r in rows), np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
-        matrix = _Matrix(generation, rowids, vectors)
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), dim)
+        matrix = _Matrix(generation, rowids, vectors, {r[1]: n for n, r in enumerate(rows)})
         with self._lock:
             self._matrices[collection] = matrix
         return matrix
