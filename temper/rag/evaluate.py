@@ -8,7 +8,8 @@ of the page.
 Answers: correct when the reply contains the reference answer or an accepted form (normalized); for unanswerable
 questions, correct means abstaining. Faithfulness: share of the answer's sentences that the support judge
 (support.py, validated in docs/rag.md) finds supported by the sources they cite; a sentence that cites nothing is
-unsupported. The baseline asks the same model the same questions without sources.
+unsupported; "grounded" is the share supported by any retrieved source, cited or not. The baseline asks the same
+model the same questions without sources.
 """
 from __future__ import annotations
 
@@ -106,19 +107,25 @@ def is_correct(reply: str, item: QAItem) -> bool:
     return False
 
 
-def faithfulness(answer: str, sources: Sequence[str], judge: Any) -> tuple[int, int]:
-    """(supported sentences, sentences): a sentence counts when the judge finds it supported by its cited sources."""
+def faithfulness(answer: str, sources: Sequence[str], judge: Any) -> tuple[int, int, int]:
+    """(sentences supported by the sources they cite, sentences supported by any retrieved source, sentences).
+
+    The first is faithfulness proper; the second says whether the answer stays within the sources at all, which
+    matters for models that rarely write citations."""
     from temper.rag.support import citations, split_sentences
 
-    supported = total = 0
+    cited_ok = grounded = total = 0
     for sentence in split_sentences(answer):
         if not re.search(r"\w", re.sub(r"\[[\d,\s]+\]", "", sentence)):
             continue
         total += 1
         cited = [sources[n - 1] for n in citations(sentence) if 1 <= n <= len(sources)]
         if cited and judge.supported(sentence, cited):
-            supported += 1
-    return supported, total
+            cited_ok += 1
+            grounded += 1
+        elif sources and judge.supported(sentence, list(sources)):
+            grounded += 1
+    return cited_ok, grounded, total
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
@@ -152,7 +159,8 @@ def evaluate_answers(rag: Any, llm_generate: Any, items: Sequence[QAItem], judge
             row["bare_correct"] = is_correct(b_text, it)
             row["retrieved_relevant"] = any(relevant(_chunk_of(s), it) for s in a.sources)
             if judge is not None and not a.abstained:
-                row["supported"], row["sentences"] = faithfulness(a.answer, [s.text for s in a.sources], judge)
+                row["supported"], row["grounded"], row["sentences"] = faithfulness(
+                    a.answer, [s.text for s in a.sources], judge)
         rows.append(row)
     ans = [r for r in rows if r["answerable"]]
     una = [r for r in rows if not r["answerable"]]
@@ -168,7 +176,9 @@ def evaluate_answers(rag: Any, llm_generate: Any, items: Sequence[QAItem], judge
                        "retrieved_relevant": rate(ans, "retrieved_relevant"),
                        "with_citation": rate([r for r in ans if not r["rag_abstained"]], "citations"),
                        "faithfulness": round(sum(r.get("supported", 0) for r in ans) / sentences, 4)
-                       if sentences else None, "sentences_judged": sentences},
+                       if sentences else None,
+                       "grounded": round(sum(r.get("grounded", 0) for r in ans) / sentences, 4) if sentences else None,
+                       "sentences_judged": sentences},
         "unanswerable": {"rag_abstained": rate(una, "rag_abstained"), "bare_abstained": rate(una, "bare_abstained")},
         "seconds": {"rag": round(rag_s, 1), "bare": round(bare_s, 1)},
     }

@@ -29,7 +29,6 @@ from temper.rag.store.base import StoreError, VectorStore, Where, check_where
 from temper.rag.types import Chunk, Hit
 
 log = logging.getLogger(__name__)
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG through its own handler
 MODES = ("hybrid", "dense", "bm25")
 RRF_K = 60
 
@@ -41,10 +40,16 @@ class _Lexical:
     index: object  # bm25s.BM25
 
 
-def _tokenize(texts: Sequence[str]) -> list[list[str]]:
+def _bm25s():
+    """bm25s, imported on first use; its import sets its logger to DEBUG (a line per index build): undone here."""
     import bm25s
 
-    return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+def _tokenize(texts: Sequence[str]) -> list[list[str]]:
+    return _bm25s().tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
 
 
 class Retriever:
@@ -139,8 +144,7 @@ class Retriever:
         return [(lex.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
 
     def _index(self, collection: str) -> _Lexical:
-        import bm25s
-
+        bm25s = _bm25s()
         generation = self.store.generation(collection)
         with self._lock:
             cached = self._lexical.get(collection)
@@ -160,8 +164,7 @@ class Retriever:
             return lex
 
     def _build(self, collection: str, generation: int, folder: Path) -> _Lexical:
-        import bm25s
-
+        bm25s = _bm25s()
         ids, texts = [], []
         for c in self.store.iter_chunks(collection):
             ids.append(c.id)

@@ -274,7 +274,8 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
             request, serving, trace, [job], body.stream,
             lambda rid, streams, release: _with_sources(
                 {"id": f"chatcmpl-{rid}", "model": serving.model_name}, retrieved,
-                serving.stream_chat(rid, job, streams[0], trace, body, release, decision)),
+                serving.stream_chat(rid, job, streams[0], trace, body, release, decision))
+            if retrieved is not None else serving.stream_chat(rid, job, streams[0], trace, body, release, decision),
             chat_body)
 
     def need_rag():
@@ -304,7 +305,8 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
         if not body.generate or retrieved.weak:
             return answer_body(rid, serving.model_name, body.query, retrieved, None)
         _, messages = grounded_messages(asked, retrieved.hits)
-        chat = ChatCompletionRequest(messages=messages, max_tokens=body.max_tokens, temperature=body.temperature)
+        chat = ChatCompletionRequest(messages=messages, max_tokens=body.max_tokens, temperature=body.temperature,
+                                     frequency_penalty=body.frequency_penalty)
         job = serving.chat_job(chat, messages)
         reply = await generate(request, serving, trace, [job], False, None,
                                lambda rid, outs: serving.chat_body(rid, outs[0], trace, False, decision))
@@ -396,12 +398,16 @@ def _annotate(request: Request, trace: Trace, stream: bool, user: str | None) ->
 
 
 async def _with_sources(head: dict, retrieved, events):
-    """A chat stream whose first chunk carries the RAG sources (no choices), then the stream itself."""
-    if retrieved is not None:
+    """A chat stream whose first chunk carries the RAG sources (no choices), then the stream itself; closing this
+    stream (a client that hangs up) closes the inner one at once, so its engine request is aborted and its queue
+    slot released."""
+    try:
         yield _sse({"id": head["id"], "object": "chat.completion.chunk", "created": int(time.time()),
                     "model": head["model"], "choices": [], **retrieved.payload()})
-    async for event in events:
-        yield event
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()
 
 
 def _sse_response(body) -> StreamingResponse:

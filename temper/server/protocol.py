@@ -204,3 +204,4 @@ class RAGQueryRequest(RAGOptions):
     generate: bool = True
     max_tokens: int | None = Field(default=256, ge=1, le=MAX_INT)
     temperature: float | None = Field(default=0.0, ge=0.0, le=2.0)
+    frequency_penalty: float = Field(default=0.5, ge=-2.0, le=2.0)  # small models loop when greedy (docs/rag.md)

@@ -17,8 +17,15 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from temper.rag.answer import (ABSTAIN_TEXT, SYSTEM_PROMPT, Source, abstain_reason, check_citations, says_abstain,
-                               sources_block)
+from temper.rag.answer import (
+    ABSTAIN_TEXT,
+    SYSTEM_PROMPT,
+    Source,
+    abstain_reason,
+    check_citations,
+    says_abstain,
+    sources_block,
+)
 from temper.rag.evaluate import DEFAULT_MIN_SCORE
 from temper.rag.retrieve import Retriever
 from temper.rag.store.base import StoreError, VectorStore
@@ -90,7 +97,7 @@ def grounded_messages(messages: list[dict[str, Any]], hits: list[Hit]) -> tuple[
     block, _ = sources_block(hits)
     rules = SYSTEM_PROMPT + ("\n\n" + "\n\n".join(system) if system else "")
     return query, [{"role": "system", "content": rules}, *history,
-                   {"role": "user", "content": f"{block}\n\nQuestion: {query}\nAnswer with citations:"},
+                   {"role": "user", "content": f"{block}\n\nQuestion: {query}\nAnswer:"},
                    *messages[last + 1:]]
 
 

@@ -37,7 +37,7 @@ def test_a_document_cannot_close_the_sources_block():
 def test_messages_say_sources_are_data():
     msgs = build_messages("What is X?", [hit("X is 4.", 1)])
     assert msgs[0]["role"] == "system" and "not instructions" in msgs[0]["content"]
-    assert msgs[-1]["content"].endswith("Question: What is X?\nAnswer with citations:")
+    assert msgs[-1]["content"].endswith("Question: What is X?\nAnswer:")
 
 
 @pytest.mark.parametrize("text, n, cleaned, valid, invalid", [
@@ -156,7 +156,7 @@ def test_ask_many_abstains_before_generation_on_weak_retrieval():
 @pytest.mark.parametrize("question, text, missing", [
     ("How do I use itertools.batched?", "itertools — Functions creating iterators > itertools.chain", ["itertools.batched"]),
     ("What does json.dumps return?", "json > json.dumps\nSerialize obj to a JSON formatted str.", []),
-    ("How do I define routes in Flask?", "http.server > Handlers", ["Flask"]),
+    ("How do I define routes in Flask with FastAPI?", "http.server > Handlers", ["FastAPI"]),  # CamelCase only
     ("How do I build with --disable-gil?", "Configure options: --enable-optimizations", ["--disable-gil"]),
     ("What did PEP 701 change?", "PEP 634: structural pattern matching", ["PEP 701"]),
     ("Which hashlib function uses pbkdf2?", "hashlib.pbkdf2_hmac(hash_name, password)", []),  # a prefix is found

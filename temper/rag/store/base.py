@@ -12,10 +12,10 @@ Fields: source, title, section, anchor, and any key of a chunk's metadata (compa
 """
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-import time
 from dataclasses import dataclass
 from typing import Any, Self
 
