@@ -77,7 +77,7 @@ def evaluate_retrieval(retriever: Retriever, collection: str, items: Sequence[QA
         ideal.append(sum(relevant(c, it) for c in page))
     results: dict[str, Any] = {"questions": len(answerable),
                                "questions_without_relevant_chunk": sum(m == 0 for m in ideal)}
-    for mode in modes:
+    for mode in modes if answerable else []:  # a set of unanswerable questions only has no retrieval metrics
         t0 = time.perf_counter()
         ranked = []
         best_scores = []
@@ -269,5 +269,5 @@ def _print_retrieval(r: dict, modes: Sequence[str]) -> None:
     print(f"retrieval on {r['questions']} answerable questions "
           f"({r['questions_without_relevant_chunk']} have no chunk holding their evidence)")
     print(f"{'mode':8}" + "".join(f"{c:>12}" for c in cols))
-    for m in modes:
+    for m in modes if r["questions"] else []:
         print(f"{m:8}" + "".join(f"{r[m][c]:>12}" for c in cols))

@@ -167,3 +167,13 @@ def test_uncovered_terms(question, text, missing):
     from temper.rag.answer import uncovered_terms
 
     assert uncovered_terms(question, [hit(text, 1)]) == missing
+
+
+def test_retrieval_eval_of_a_set_without_answerable_questions():
+    from temper.rag.evaluate import evaluate_retrieval
+
+    unanswerable = [QAItem(id="u", question="q", answer=None, source=None, evidence=None, answerable=False)]
+    from types import SimpleNamespace
+
+    assert evaluate_retrieval(SimpleNamespace(store=None), "c", unanswerable, ["hybrid"]) == {
+        "questions": 0, "questions_without_relevant_chunk": 0}
