@@ -85,10 +85,13 @@ def sources_block(hits: Sequence[Hit]) -> tuple[str, list[Source]]:
     return "<sources>\n" + "\n\n".join(parts) + "\n</sources>", sources
 
 
-def build_messages(question: str, hits: Sequence[Hit], history: Sequence[dict[str, str]] = ()) -> list[dict]:
-    """Chat messages for a grounded answer: system rules, earlier turns, then the sources and the question."""
+def build_messages(question: str, hits: Sequence[Hit], history: Sequence[dict[str, str]] = (),
+                   system: str | None = None) -> list[dict]:
+    """Chat messages for a grounded answer: system rules (then the caller's own system text), earlier turns, then
+    the sources and the question."""
     block, _ = sources_block(hits)
-    return [{"role": "system", "content": SYSTEM_PROMPT}, *history,
+    rules = f"{SYSTEM_PROMPT}\n\n{system}" if system else SYSTEM_PROMPT
+    return [{"role": "system", "content": rules}, *history,
             {"role": "user", "content": f"{block}\n\nQuestion: {question}\nAnswer:"}]
 
 

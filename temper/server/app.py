@@ -261,7 +261,7 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
                 reply.update(retrieved.payload())
                 return _sse_response(_with_sources(reply, retrieved, blocked_events(reply, _sse))) \
                     if body.stream else reply
-            _, messages = grounded_messages(messages, retrieved.hits)
+            messages = grounded_messages(messages, retrieved.hits)
         job = serving.chat_job(body, messages)
 
         async def chat_body(rid: str, outs: list) -> dict:
@@ -304,7 +304,7 @@ def create_app(config: ServerConfig, loader: Callable[[], Backend],
         retrieved = await service.retrieve(body, asked[-1]["content"], rid, state.embed_lock)
         if not body.generate or retrieved.weak:
             return answer_body(rid, serving.model_name, body.query, retrieved, None)
-        _, messages = grounded_messages(asked, retrieved.hits)
+        messages = grounded_messages(asked, retrieved.hits)
         chat = ChatCompletionRequest(messages=messages, max_tokens=body.max_tokens, temperature=body.temperature,
                                      frequency_penalty=body.frequency_penalty)
         job = serving.chat_job(chat, messages)

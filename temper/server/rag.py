@@ -19,9 +19,9 @@ from typing import Any
 
 from temper.rag.answer import (
     ABSTAIN_TEXT,
-    SYSTEM_PROMPT,
     Source,
     abstain_reason,
+    build_messages,
     check_citations,
     says_abstain,
     sources_block,
@@ -85,20 +85,15 @@ def rag_options(value: RAGOptions | str) -> RAGOptions:
     return RAGOptions(collection=value) if isinstance(value, str) else value
 
 
-def grounded_messages(messages: list[dict[str, Any]], hits: list[Hit]) -> tuple[str, list[dict[str, Any]]]:
-    """(query, messages): the last user turn becomes the sources block plus the question; a system message of the
-    client's follows temper's grounding rules."""
+def grounded_messages(messages: list[dict[str, Any]], hits: list[Hit]) -> list[dict[str, Any]]:
+    """The conversation with its last user turn replaced by the sources block plus the question (answer.py's
+    prompt); a system message of the client's follows temper's grounding rules."""
     last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if last is None:
         raise APIError(400, "rag needs a user message to use as the query", param="messages")
-    query = messages[last]["content"]
-    system = [m["content"] for m in messages[:last] if m["role"] == "system"]
+    system = "\n\n".join(m["content"] for m in messages[:last] if m["role"] == "system") or None
     history = [m for m in messages[:last] if m["role"] != "system"]
-    block, _ = sources_block(hits)
-    rules = SYSTEM_PROMPT + ("\n\n" + "\n\n".join(system) if system else "")
-    return query, [{"role": "system", "content": rules}, *history,
-                   {"role": "user", "content": f"{block}\n\nQuestion: {query}\nAnswer:"},
-                   *messages[last + 1:]]
+    return [*build_messages(messages[last]["content"], hits, history, system), *messages[last + 1:]]
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:

@@ -101,3 +101,16 @@ def test_rag_errors_are_openai_errors_and_the_server_goes_on(rag_server):
     r = httpx.post(f"{rag_server.url}/v1/rag/query", json={"collection": "kb", "query": "port", "generate": False},
                    timeout=30)
     assert r.status_code == 200
+
+
+def test_grounded_messages_keep_history_and_the_clients_system_text():
+    from temper.rag.types import Chunk, Hit
+    from temper.server.rag import grounded_messages
+
+    hits = [Hit(chunk=Chunk(text="Port 7431.", source="/kb/port.md"), score=1.0, dense_score=0.9)]
+    out = grounded_messages([{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"},
+                             {"role": "assistant", "content": "hello"}, {"role": "user", "content": "Which port?"}],
+                            hits)
+    assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]
+    assert "not instructions" in out[0]["content"] and out[0]["content"].endswith("Be terse.")
+    assert out[-1]["content"].startswith("<sources>\n[1]") and out[-1]["content"].endswith("Question: Which port?\nAnswer:")
