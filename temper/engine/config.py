@@ -16,7 +16,10 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True  # split long prompts across steps, mixed with decodes
     max_model_len: int | None = None  # context limit; None: the model's
-    attention_backend: str = "torch"
+    # auto: the Triton decode kernel on CUDA where triton is installed, else the portable torch path
+    attention_backend: str = "auto"
+    cuda_graphs: bool = True  # capture decode steps in CUDA graphs (CUDA with the triton backend)
+    max_graph_batch: int = 256  # largest decode batch captured; bigger batches run eagerly
     seed: int = 0  # seed of the shared generator for requests without their own seed
     # fuse q/k/v and gate/up into one matmul each; off when a trainer generates with the live weights (fusing
     # gives the layers new parameter tensors, which the optimizer would no longer see)
@@ -29,6 +32,10 @@ class EngineConfig:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_num_batched_tokens < 1:
             raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+        if self.attention_backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"attention_backend must be auto, torch or triton, got {self.attention_backend!r}")
+        if self.max_graph_batch < 1:
+            raise ValueError(f"max_graph_batch must be >= 1, got {self.max_graph_batch}")
         if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:
             raise ValueError(f"kv_cache_memory must be positive bytes, got {self.kv_cache_memory}")
         if not 0.0 < self.kv_cache_fraction <= 0.95:

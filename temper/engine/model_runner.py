@@ -5,7 +5,7 @@ import logging
 
 import torch
 
-from temper.engine.attention import BACKENDS, PagedKVCache
+from temper.engine.attention import BACKENDS, PagedKVCache, TritonPagedContext, triton_available
 from temper.engine.attention.torch_paged import StepLayout
 from temper.engine.config import EngineConfig
 from temper.engine.scheduler import ScheduledBatch
@@ -44,11 +44,85 @@ class ModelRunner:
             raise ValueError(f"the KV cache budget ({budget / 2**20:.0f} MiB) holds {self.num_blocks} blocks of "
                              f"{config.block_size} tokens, fewer than one {max_model_len}-token sequence needs; "
                              "raise kv_cache_memory or lower max_model_len")
-        self.cache = PagedKVCache.allocate(model.config, self.num_blocks, config.block_size, self.device, model.dtype)
-        self.context_cls = BACKENDS[config.attention_backend]
+        self.backend = self.choose_backend(config.attention_backend, self.device, model.config.head_dim)
+        self.context_cls = BACKENDS[self.backend]
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.graph_replays = 0  # decode steps that ran as a graph replay
+        use_graphs = config.cuda_graphs and self.device.type == "cuda" and self.backend == "triton"
+        # a captured batch pads its rows to a captured size; padding rows write their keys to one spare block
+        self.cache = PagedKVCache.allocate(model.config, self.num_blocks + use_graphs, config.block_size,
+                                           self.device, model.dtype)
         self.windows = model.windows
-        log.info("KV cache: %d blocks of %d tokens (%.0f MiB)", self.num_blocks, config.block_size,
-                 self.num_blocks * per_block / 2**20)
+        log.info("KV cache: %d blocks of %d tokens (%.0f MiB), attention backend %s", self.num_blocks,
+                 config.block_size, self.num_blocks * per_block / 2**20, self.backend)
+        if use_graphs:
+            self.capture_graphs(max_model_len)
+
+    @staticmethod
+    def choose_backend(name: str, device: torch.device, head_dim: int) -> str:
+        """`auto`: the Triton kernel on CUDA where Triton is installed (head_dim a power of two), else torch."""
+        pow2 = head_dim >= 16 and head_dim & (head_dim - 1) == 0
+        if name == "auto":
+            return "triton" if device.type == "cuda" and triton_available() and pow2 else "torch"
+        if name == "triton":
+            if not triton_available():
+                raise ValueError("attention_backend 'triton' needs the triton package (pip install triton)")
+            if not pow2:
+                raise ValueError(f"attention_backend 'triton' needs a power-of-two head_dim >= 16, got {head_dim}")
+        return name
+
+    # ------------------------------------------------------------------ CUDA graphs for decode steps
+    @torch.inference_mode()
+    def capture_graphs(self, max_model_len: int) -> None:
+        """Capture the model's forward for decode batches of 1, 2, 4, 8, 16, 32, ... sequences (vLLM's and
+        nano-vllm's scheme): a decode step of a small model is hundreds of short kernels, and replaying a
+        graph launches them all at once. Inputs live in fixed tensors that each step refills."""
+        most = min(self.config.max_num_seqs, self.config.max_graph_batch)
+        sizes = sorted({s for s in (1, 2, 4, 8, *range(16, most + 1, 16)) if s <= most} | {most})
+        width = -(-max_model_len // self.config.block_size)
+        dev, hidden = self.device, self.model.config.hidden_size
+        spare = self.num_blocks * self.config.block_size  # first slot of the spare block
+        self._g_ids = torch.zeros(1, most, dtype=torch.long, device=dev)
+        self._g_pos = torch.zeros(1, most, dtype=torch.long, device=dev)
+        self._g_slots = torch.full((most,), spare, dtype=torch.long, device=dev)
+        self._g_tables = torch.zeros(most, width, dtype=torch.int32, device=dev)
+        self._g_ctx = torch.zeros(most, dtype=torch.int32, device=dev)
+        self._g_out = torch.zeros(1, most, hidden, dtype=self.model.dtype, device=dev)
+        self._g_spare = spare
+        pool = None
+        for size in reversed(sizes):  # largest first: the smaller graphs reuse its memory pool
+            ctx = TritonPagedContext.static(self.cache, self._g_slots[:size], self._g_tables[:size], self._g_ctx[:size])
+            ids, pos = self._g_ids[:, :size], self._g_pos[:, :size]
+            self._g_out[:, :size] = self.model.hidden_states(ids, pos, ctx=ctx)  # warm-up: kernels compiled, handles made
+            torch.cuda.synchronize(dev)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self._g_out[:, :size] = self.model.hidden_states(ids, pos, ctx=ctx)
+            pool = graph.pool() if pool is None else pool
+            self.graphs[size] = graph
+        torch.cuda.synchronize(dev)
+        log.info("captured CUDA graphs for decode batches of %s sequences", ", ".join(map(str, sizes)))
+
+    def _replay(self, batch: ScheduledBatch, ids: list[int], positions: list[int]) -> torch.Tensor:
+        """Hidden states (B, d) of a decode-only batch through the smallest captured graph that fits it."""
+        B = len(ids)
+        size = next(s for s in sorted(self.graphs) if s >= B)
+        bs = self.config.block_size
+        tables = torch.zeros(B, max(len(s.block_table) for s in batch.seqs), dtype=torch.int32)
+        for i, seq in enumerate(batch.seqs):
+            tables[i, :len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
+        slots = [seq.block_table[p // bs] * bs + p % bs for seq, p in zip(batch.seqs, positions)]
+        dev = self.device
+        self._g_ids[0, :B].copy_(torch.tensor(ids), non_blocking=True)
+        self._g_pos[0, :B].copy_(torch.tensor(positions), non_blocking=True)
+        self._g_slots[:B].copy_(torch.tensor(slots), non_blocking=True)
+        self._g_slots[B:size].fill_(self._g_spare)
+        self._g_tables[:B, :tables.shape[1]].copy_(tables.to(dev, non_blocking=True))
+        self._g_ctx[:B].copy_(torch.tensor([p + 1 for p in positions], dtype=torch.int32), non_blocking=True)
+        self._g_ctx[B:size].zero_()
+        self.graphs[size].replay()
+        self.graph_replays += 1
+        return self._g_out[0, :B]
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch, copies: list[tuple[int, int]], logits_rows: list[int]) -> torch.Tensor:
@@ -62,9 +136,11 @@ class ModelRunner:
         layout = StepLayout(query_lens=list(batch.num_new_tokens),
                             context_lens=[s.num_computed_tokens + n for s, n in zip(batch.seqs, batch.num_new_tokens)],
                             block_tables=[s.block_table for s in batch.seqs])
+        rows = torch.tensor(logits_rows, dtype=torch.long, device=self.device)
+        if self.graphs and len(ids) <= max(self.graphs) and all(n == 1 for n in batch.num_new_tokens):
+            return self.model.logits(self._replay(batch, ids, positions)[rows]).float()
         ids_t = torch.tensor([ids], device=self.device)
         pos_t = torch.tensor([positions], device=self.device)
         ctx = self.context_cls(self.cache, layout, pos_t[0], self.windows)
         h = self.model.hidden_states(ids_t, pos_t, ctx=ctx)
-        rows = torch.tensor(logits_rows, dtype=torch.long, device=self.device)
         return self.model.logits(h[0, rows]).float()

@@ -83,6 +83,8 @@ class TorchPagedContext:
     context made a mixed step of ~120 decodes plus one 400-token chunk cost ~30 s instead of ~2 s.
     """
 
+    torch_decodes = True  # decode rows go through the grouped matmuls (a subclass may take them over)
+
     def __init__(self, cache: PagedKVCache, layout: StepLayout, positions: torch.Tensor,
                  windows: set[int | None]):
         device = positions.device
@@ -98,7 +100,7 @@ class TorchPagedContext:
         # slot of each new token, in packed order
         slots = [t[p // bs] * bs + p % bs for t, s, c in zip(tables, starts, ctx_lens) for p in range(s, c)]
         self.slot_mapping = torch.tensor(slots, device=device)
-        decode = [b for b, q in enumerate(q_lens) if q == 1]
+        decode = [b for b, q in enumerate(q_lens) if q == 1] if self.torch_decodes else []
         chunks = [b for b, q in enumerate(q_lens) if q > 1]
         self.parts: dict[int | None, list[_Part]] = {}
         for window in windows:
@@ -134,14 +136,22 @@ class TorchPagedContext:
         valid = key_pos < torch.tensor([ctx_lens[b] for b in rows])[:, None]
         return blocks.to(device), attention_mask(q_pos, key_pos, window, valid).to(device)
 
+    def store(self, attn, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write the new tokens' keys and values (1, Hkv, N, D) at their slots of the layer's pool."""
+        self.cache.k[attn.layer].index_copy_(1, self.slot_mapping, k[0])
+        self.cache.v[attn.layer].index_copy_(1, self.slot_mapping, v[0])
+
     def attend(self, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (1, H, N, D), k and v (1, Hkv, N, D) of the packed new tokens -> (1, H, N, D)."""
+        self.store(attn, k, v)
+        out = torch.empty_like(q[0])
+        self.attend_parts(attn, q[0], out)
+        return out[None]
+
+    def attend_parts(self, attn, queries: torch.Tensor, out: torch.Tensor) -> None:
+        """Attention of the step's parts for queries (H, N, D), written into out (H, N, D)."""
         k_pool, v_pool = self.cache.k[attn.layer], self.cache.v[attn.layer]
-        k_pool.index_copy_(1, self.slot_mapping, k[0])
-        v_pool.index_copy_(1, self.slot_mapping, v[0])
-        queries = q[0]  # (H, N, D)
         Hkv, D, bs = k_pool.shape[0], k_pool.shape[2], self.cache.block_size
-        out = torch.empty_like(queries)
         for part in self.parts[attn.window]:
             G, nblk = part.blocks.shape
             K = k_pool.view(Hkv, -1, bs, D)[:, part.blocks].view(Hkv, G, nblk * bs, D)
@@ -157,4 +167,3 @@ class TorchPagedContext:
                 else:
                     o = grouped_attention(Q, K, V, part.mask, attn.scale, attn.softcap)
                 out[:, part.rows] = o[0]
-        return out[None]
