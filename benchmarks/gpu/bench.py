@@ -135,6 +135,7 @@ def run_engine(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) -> 
     return stamps[-1] - t0, [s - t0 for s in stamps]
 
 
+@torch.inference_mode()
 def graph_forward_ms(engine: LLMEngine, size: int = 1) -> float:
     """Median time of one captured decode forward plus the logits, timed with CUDA events."""
     runner = engine.runner

@@ -85,13 +85,16 @@ class ModelRunner:
         self._g_ids = torch.zeros(1, most, dtype=torch.long, device=dev)
         self._g_pos = torch.zeros(1, most, dtype=torch.long, device=dev)
         self._g_slots = torch.full((most,), spare, dtype=torch.long, device=dev)
+        # every tensor a graph reads must outlive it: a graph keeps raw addresses, not references
+        self._g_rows = torch.arange(most, dtype=torch.int32, device=dev)
         self._g_tables = torch.zeros(most, width, dtype=torch.int32, device=dev)
         self._g_ctx = torch.zeros(most, dtype=torch.int32, device=dev)
         self._g_out = torch.zeros(1, most, hidden, dtype=self.model.dtype, device=dev)
         self._g_spare = spare
         pool = None
         for size in reversed(sizes):  # largest first: the smaller graphs reuse its memory pool
-            ctx = TritonPagedContext.static(self.cache, self._g_slots[:size], self._g_tables[:size], self._g_ctx[:size])
+            ctx = TritonPagedContext.static(self.cache, self._g_slots[:size], self._g_rows[:size],
+                                            self._g_tables[:size], self._g_ctx[:size])
             ids, pos = self._g_ids[:, :size], self._g_pos[:, :size]
             self._g_out[:, :size] = self.model.hidden_states(ids, pos, ctx=ctx)  # warm-up: kernels compiled, handles made
             torch.cuda.synchronize(dev)

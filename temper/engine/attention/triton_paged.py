@@ -41,17 +41,18 @@ class TritonPagedContext(TorchPagedContext):
         self.context_lens = torch.tensor([layout.context_lens[b] for b in decode], dtype=torch.int32, device=device)
 
     @classmethod
-    def static(cls, cache: PagedKVCache, slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+    def static(cls, cache: PagedKVCache, slot_mapping: torch.Tensor, rows: torch.Tensor, block_tables: torch.Tensor,
                context_lens: torch.Tensor) -> TritonPagedContext:
         """A decode-only context over fixed device tensors that the caller refills before each step (what a
-        captured CUDA graph replays): token b of the step is sequence b's query; context length 0 marks padding."""
+        captured CUDA graph replays): token b of the step is sequence b's query (`rows` is 0..B-1); context
+        length 0 marks padding. The caller keeps the tensors alive as long as a graph reads them."""
         ctx = cls.__new__(cls)
         ctx.cache = cache
         ctx.slot_mapping = slot_mapping
         ctx.num_tokens = slot_mapping.shape[0]
         ctx.is_decode = True
         ctx.parts = {}
-        ctx.decode_rows = torch.arange(ctx.num_tokens, dtype=torch.int32, device=slot_mapping.device)
+        ctx.decode_rows = rows
         ctx.block_tables = block_tables
         ctx.context_lens = context_lens
         return ctx
