@@ -1,7 +1,9 @@
 """Building blocks shared by every architecture: norms, rotary embeddings, attention, gated MLPs, KV cache."""
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,15 @@ if TYPE_CHECKING:
     from temper.models.attention import AttentionContext
 
 
+def use_triton_ops(x: torch.Tensor) -> bool:
+    """Fused Triton kernels (temper/models/triton_ops.py) for CUDA tensors outside autograd, where Triton is
+    installed; TEMPER_TRITON_OPS=0 turns them off."""
+    return x.is_cuda and _TRITON_OPS and not torch.is_grad_enabled()
+
+
+_TRITON_OPS = importlib.util.find_spec("triton") is not None and os.environ.get("TEMPER_TRITON_OPS", "1") != "0"
+
+
 class RMSNorm(nn.Module):
     """RMSNorm computed in fp32. Gemma scales by (1 + weight) and casts after the product; Llama casts before."""
 
@@ -26,6 +37,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_triton_ops(x) and x.shape[-1] <= 16384:
+            from temper.models import triton_ops
+
+            return triton_ops.rmsnorm(x, self.weight, self.eps, self.unit_offset)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         if self.unit_offset:
@@ -62,6 +77,11 @@ def rope_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.d
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate (B, H, T, D) by the half-split convention of HF checkpoints (GGUF q/k are un-permuted at load)."""
+    half = x.shape[-1] // 2
+    if use_triton_ops(x) and half >= 8 and half & (half - 1) == 0:
+        from temper.models import triton_ops
+
+        return triton_ops.apply_rope(x, cos, sin)
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 

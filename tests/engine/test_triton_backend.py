@@ -8,15 +8,13 @@ compiled on CUDA.
 """
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
 import torch
 
-CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernel is defined, so before its import
+from tests.triton_support import CUDA, DEVICES, interpreter_scalars  # noqa: F401  (sets TRITON_INTERPRET first)
+
 triton = pytest.importorskip("triton", reason="the Triton backend needs the triton package (pip install triton)")
 
 from temper.engine.attention.triton_kernels import paged_decode  # noqa: E402
@@ -26,26 +24,6 @@ from temper.engine.sampling_params import SamplingParams  # noqa: E402
 from temper.generation import generate_ids  # noqa: E402
 from temper.models import ModelConfig, build_model  # noqa: E402
 from temper.tokenizer import Tokenizer  # noqa: E402
-
-DEVICES = [pytest.param("cpu", marks=pytest.mark.skipif(CUDA, reason="the interpreter runs where there is no GPU")),
-           pytest.param("cuda", marks=pytest.mark.gpu)]
-
-
-@pytest.fixture(autouse=True)
-def _interpreter_scalars(monkeypatch):
-    """Triton 3.6's interpreter turns a loaded scalar into a loop bound with int() of a 1-element array, which
-    NumPy 2.4 refuses; read its one element instead (the compiled kernel is not concerned)."""
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        return
-    import triton.runtime.interpreter as interpreter
-
-    original = interpreter._patch_lang_tensor
-
-    def patched(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    monkeypatch.setattr(interpreter, "_patch_lang_tensor", patched)
 
 
 def dense_reference(q, k_pool, v_pool, tables, ctx_lens, block_size, scale, softcap, window):
