@@ -15,5 +15,5 @@ fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
-timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/engine/test_triton_backend.py 2>&1 | tee "$OUT/tests.log" | tail -30
+timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/engine/test_triton_backend.py tests/models/test_triton_ops.py 2>&1 | tee "$OUT/tests.log" | tail -30
 python3 benchmarks/gpu/bench.py --out "$OUT/bench.jsonl" "$@" 2>&1 | tee "$OUT/bench.log" | grep -v "^  {" 
