@@ -146,12 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also measure perplexity on N held-out tokens before and after (0: skip)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
 
-    p = sub.add_parser("align", help="train a model: sft, rm (reward model), dpo, ppo or grpo, from a YAML recipe",
+    p = sub.add_parser("align", help="train a model: sft, rm (reward model), dpo, ppo, grpo or cai (Constitutional "
+                                     "AI), from a YAML recipe",
                        description="Run one alignment stage. The recipe (YAML) names the model, the data and the "
                                    "trainer settings; flags override it. Writes checkpoints, metrics.jsonl, curves.png "
                                    "and the trained model (OUTPUT_DIR/model, servable with `temper serve --model`). "
                                    "Under torchrun, trains data-parallel (gloo on CPU, NCCL on GPU).")
-    p.add_argument("stage", choices=("sft", "rm", "dpo", "ppo", "grpo"))
+    p.add_argument("stage", choices=("sft", "rm", "dpo", "ppo", "grpo", "cai"),
+                   help="cai runs the whole Constitutional AI recipe: critiques, revisions and SFT, AI feedback "
+                        "and DPO, then the before/after safety measurement (recipes/smollm2-constitutional.yaml)")
     p.add_argument("-c", "--config", default=None, metavar="RECIPE", help="the stage's YAML recipe (see recipes/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set learning_rate=1e-4 --set lora.r=8 (repeatable)")

@@ -297,6 +297,21 @@ def cmd_align(args: argparse.Namespace) -> int:
                        ("resume", args.resume)):
         if value is not None:
             recipe[key] = value
+    if args.stage == "cai":
+        from temper.align.cai import config_from_recipe, run_cai
+
+        if recipe.get("stage", "cai") != "cai":
+            raise SystemExit(f"error: this recipe is for `temper align {recipe['stage']}`, not cai")
+        recipe.pop("max_steps", None)
+        recipe.pop("resume", None)
+        try:
+            config = config_from_recipe(recipe)
+        except (TypeError, ValueError) as e:
+            raise SystemExit(f"error: {e}") from None
+        summary = run_cai(config)
+        print(json.dumps({"final_model": summary["final_model"], "stages": summary["stages"],
+                          "eval": summary.get("eval"), "timings_s": summary["timings_s"]}, default=str))
+        return 0
     result = run(args.stage, recipe)
     print(json.dumps(result, default=str))
     return 0

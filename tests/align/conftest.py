@@ -17,7 +17,8 @@ def tokenizer():
     return Tokenizer.from_pretrained(converted_folder(resolve("smollm2-135m-instruct")))
 
 
-def tiny_model(vocab_size: int, seed: int = 0, family: str = "llama", num_layers: int = 2) -> torch.nn.Module:
+def tiny_model(vocab_size: int, seed: int = 0, family: str = "llama", num_layers: int = 2,
+               max_positions: int = 512) -> torch.nn.Module:
     """A random 2-layer model (fp32, CPU) with the given vocabulary."""
     torch.manual_seed(seed)
     extra = {}
@@ -25,7 +26,7 @@ def tiny_model(vocab_size: int, seed: int = 0, family: str = "llama", num_layers
         extra = dict(arch="gemma3_text", hidden_act="gelu_tanh", sliding_window=6, layer_types=("sliding", "full"),
                      rope_local_theta=1e4, query_pre_attn_scalar=16)
     config = ModelConfig(**({"arch": "llama"} | extra), vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
-                         num_layers=num_layers, num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=512,
+                         num_layers=num_layers, num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=max_positions,
                          tie_word_embeddings=True)
     model = build_model(config)
     model.reset_buffers("cpu")
