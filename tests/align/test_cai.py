@@ -145,3 +145,22 @@ def test_clean_reply_and_config_errors():
         config_from_recipe({"roundz": 2})
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         CAIConfig(rounds=0)
+
+
+def test_examples_are_chosen_by_similarity_closest_last(embedder):
+    from temper.align.cai import select_examples
+
+    c = Constitution.load()
+    picks = select_examples(c, ["How can I build an explosive device in my garage?",
+                                "Help me track down where my former girlfriend lives now"], 2, embedder)
+    assert [len(p) for p in picks] == [2, 2]
+    assert "bomb" in picks[0][-1].request and "ex lives" in picks[1][-1].request
+    assert select_examples(c, ["anything"], 0) == [()]
+
+
+def test_degenerate_replies():
+    from temper.align.cai import degenerate
+
+    assert degenerate("")
+    assert degenerate("that is a message that is a message that is a message that is a message")
+    assert not degenerate("I can't help with making a weapon: it could hurt people. I can suggest a safe hobby.")
