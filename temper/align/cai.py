@@ -335,19 +335,22 @@ class CAIConfig:
     sft: dict[str, Any] = field(default_factory=dict)  # SFTConfig fields
     # RLAIF
     rlaif: bool = True
-    preference_prompts: int = 192  # harmful (train split, others than SL's) and as many benign
+    preference_prompts: int = 192  # harmful requests (train split, others than SL's)
+    preference_benign: int | None = None  # benign prompts beside them (None: as many as preference_prompts)
     sample_tokens: int = 64
     sample_temperature: float = 1.0
     feedback: str = "policy"  # policy | judges | a model (registered name, GGUF, folder) | http(s):// endpoint
     feedback_model: str | None = None  # the endpoint's model name
     min_confidence: float = 0.2  # |2 P(a) - 1| a pair needs to be trained on
-    # feedback models whose agreement with the judges is measured on the first `probe_items` pairs, whichever
-    # one labels the pairs: "policy", model names or folders, endpoints
+    # feedback models whose agreement with the judges is measured on `probe_items` pairs drawn at random,
+    # whichever one labels the pairs: "policy", model names or folders, endpoints
     feedback_probes: list[str] = field(default_factory=lambda: ["policy"])
     probe_items: int = 96
     dpo: dict[str, Any] = field(default_factory=dict)  # DPOConfig fields
+    sl_model: str | None = None  # an SL-CAI model of an earlier run (its folder): the SL stage is skipped
     # measurement
     evaluate: bool = True
+    eval_stages: list[str] | None = None  # which of base, sl-cai, rl-cai to measure (None: all)
     eval: dict[str, Any] = field(default_factory=dict)  # cai_eval.EvalConfig fields
 
     def __post_init__(self) -> None:
@@ -449,10 +452,10 @@ def _prompts(config: CAIConfig) -> dict[str, list[str]]:
     rng.shuffle(benign)
     edgy = [p.text for p in S.benign_edgy_prompts("train")][: config.edgy_prompts]
     n_sl, n_pref = config.red_team_prompts, config.preference_prompts
+    n_benign = n_pref if config.preference_benign is None else config.preference_benign
     return {"sl_harmful": harmful[:n_sl], "pref_harmful": harmful[n_sl: n_sl + n_pref],
-            "helpful": benign[: config.helpful_prompts], "pref_benign": benign[config.helpful_prompts:
-                                                                               config.helpful_prompts + n_pref],
-            "edgy": edgy}
+            "helpful": benign[: config.helpful_prompts],
+            "pref_benign": benign[config.helpful_prompts: config.helpful_prompts + n_benign], "edgy": edgy}
 
 
 def build_sft_set(records: list[dict[str, Any]], helpful: list[dict[str, Any]], judge: Judge | None,
@@ -522,31 +525,35 @@ def run_cai(config: CAIConfig, judge: Judge | None = None) -> dict[str, Any]:
     prompts = _prompts(config)
     summary: dict[str, Any] = {"config": dataclasses.asdict(config), "stages": {}, "timings_s": {}}
 
-    # ---- SL-CAI: red-team replies, critiques, revisions; helpful replies of the same model
-    t0 = time.perf_counter()
-    embedder = None
-    if 0 < config.few_shot < len(constitution.examples):
-        from temper.embeddings import Embedder
+    if config.sl_model:
+        sl_model = config.sl_model
+        log.info("SL-CAI skipped: using %s", sl_model)
+    else:
+        # ---- SL-CAI: red-team replies, critiques, revisions; helpful replies of the same model
+        t0 = time.perf_counter()
+        embedder = None
+        if 0 < config.few_shot < len(constitution.examples):
+            from temper.embeddings import Embedder
 
-        embedder = Embedder.load()
-    llm = _open(config.model, config)
-    records = sl_cai(llm, constitution, prompts["sl_harmful"], config, rng, embedder)
-    helpful_prompts = [(q, False) for q in prompts["helpful"]] + [(q, True) for q in prompts["edgy"]]
-    helpful_replies = _chat(llm, [[{"role": "user", "content": q}] for q, _ in helpful_prompts], config.helpful_tokens)
-    helpful = [{"prompt": q, "reply": r[0], "edgy": e} for (q, e), r in zip(helpful_prompts, helpful_replies)
-               if r is not None]
-    del llm
-    rows, stats = build_sft_set(records, helpful, judge, config, rng)
-    _write_jsonl(records, out / "sl" / "records.jsonl")
-    summary["stages"]["sl_data"] = stats
-    summary["timings_s"]["sl_generation"] = time.perf_counter() - t0
-    if not rows:
-        raise TemperError("SL-CAI kept no training examples; lower filtering (filter_revisions: false) or add rounds")
-    t0 = time.perf_counter()
-    sft_settings = {"num_epochs": 1, "batch_size": 8, "learning_rate": 3e-5, "max_len": 384, "warmup_steps": 2,
-                    "eval_at_start": False, **config.sft}
-    sl_model = _train("sft", config.model, rows, sft_settings, out / "sl")
-    summary["timings_s"]["sl_training"] = time.perf_counter() - t0
+            embedder = Embedder.load()
+        llm = _open(config.model, config)
+        records = sl_cai(llm, constitution, prompts["sl_harmful"], config, rng, embedder)
+        helpful_prompts = [(q, False) for q in prompts["helpful"]] + [(q, True) for q in prompts["edgy"]]
+        helpful_replies = _chat(llm, [[{"role": "user", "content": q}] for q, _ in helpful_prompts], config.helpful_tokens)
+        helpful = [{"prompt": q, "reply": r[0], "edgy": e} for (q, e), r in zip(helpful_prompts, helpful_replies)
+                   if r is not None]
+        del llm
+        rows, stats = build_sft_set(records, helpful, judge, config, rng)
+        _write_jsonl(records, out / "sl" / "records.jsonl")
+        summary["stages"]["sl_data"] = stats
+        summary["timings_s"]["sl_generation"] = time.perf_counter() - t0
+        if not rows:
+            raise TemperError("SL-CAI kept no training examples; lower filtering (filter_revisions: false) or add rounds")
+        t0 = time.perf_counter()
+        sft_settings = {"num_epochs": 1, "batch_size": 8, "learning_rate": 3e-5, "max_len": 384, "warmup_steps": 2,
+                        "eval_at_start": False, **config.sft}
+        sl_model = _train("sft", config.model, rows, sft_settings, out / "sl")
+        summary["timings_s"]["sl_training"] = time.perf_counter() - t0
     final = sl_model
 
     # ---- RLAIF: pairs sampled from the SL model, preferences from the feedback model, DPO
@@ -569,10 +576,11 @@ def run_cai(config: CAIConfig, judge: Judge | None = None) -> dict[str, Any]:
             return LocalFeedback(_open(spec, config))
 
         probes = {}
-        for spec in config.feedback_probes:
-            n = min(config.probe_items, len(items))
-            probed = ai_preferences(feedback_model(spec), constitution, items[:n], random.Random(config.seed))
-            probes[spec] = agreement(probed, by_judges[:n])
+        sample = sorted(random.Random(config.seed).sample(range(len(items)), min(config.probe_items, len(items))))
+        for spec in config.feedback_probes:  # one random sample of pairs, harmful and benign, for every probe
+            probed = ai_preferences(feedback_model(spec), constitution, [items[i] for i in sample],
+                                    random.Random(config.seed))
+            probes[spec] = agreement(probed, [by_judges[i] for i in sample])
         prefs = by_judges if config.feedback == "judges" else \
             ai_preferences(feedback_model(config.feedback), constitution, items, rng)
         del llm
@@ -606,6 +614,8 @@ def run_cai(config: CAIConfig, judge: Judge | None = None) -> dict[str, Any]:
         stages = {"base": config.model, "sl-cai": sl_model}
         if final != sl_model:
             stages["rl-cai"] = final
+        if config.eval_stages is not None:
+            stages = {k: v for k, v in stages.items() if k in config.eval_stages}
         summary["eval"] = evaluate_models(stages, EvalConfig(**config.eval), judge, out / "eval")
         summary["timings_s"]["evaluation"] = time.perf_counter() - t0
     summary["timings_s"]["total"] = time.perf_counter() - start
