@@ -342,8 +342,8 @@ class CAIConfig:
     feedback: str = "policy"  # policy | judges | a model (registered name, GGUF, folder) | http(s):// endpoint
     feedback_model: str | None = None  # the endpoint's model name
     min_confidence: float = 0.2  # |2 P(a) - 1| a pair needs to be trained on
-    # feedback models whose agreement with the judges is measured on `probe_items` pairs drawn at random,
-    # whichever one labels the pairs: "policy", model names or folders, endpoints
+    # feedback models whose agreement with the judges is measured on up to `probe_items` of the pairs the
+    # judges decide, whichever one labels the pairs: "policy", model names or folders, endpoints
     feedback_probes: list[str] = field(default_factory=lambda: ["policy"])
     probe_items: int = 96
     dpo: dict[str, Any] = field(default_factory=dict)  # DPOConfig fields
@@ -576,8 +576,9 @@ def run_cai(config: CAIConfig, judge: Judge | None = None) -> dict[str, Any]:
             return LocalFeedback(_open(spec, config))
 
         probes = {}
-        sample = sorted(random.Random(config.seed).sample(range(len(items)), min(config.probe_items, len(items))))
-        for spec in config.feedback_probes:  # one random sample of pairs, harmful and benign, for every probe
+        decided = [i for i, r in enumerate(by_judges) if r["p_a"] != 0.5]  # agreement is defined only there
+        sample = sorted(random.Random(config.seed).sample(decided, min(config.probe_items, len(decided))))
+        for spec in config.feedback_probes:  # one random sample of the pairs the judges decide, for every probe
             probed = ai_preferences(feedback_model(spec), constitution, [items[i] for i in sample],
                                     random.Random(config.seed))
             probes[spec] = agreement(probed, [by_judges[i] for i in sample])
