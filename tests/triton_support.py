@@ -21,7 +21,7 @@ def interpreter_scalars(monkeypatch):
     NumPy 2.4 refuses; read its one element instead (the compiled kernel is not concerned)."""
     if os.environ.get("TRITON_INTERPRET") != "1":
         return
-    import triton.runtime.interpreter as interpreter
+    from triton.runtime import interpreter
 
     original = interpreter._patch_lang_tensor
 

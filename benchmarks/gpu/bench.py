@@ -30,12 +30,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from temper.engine.config import EngineConfig  # noqa: E402
-from temper.engine.llm_engine import LLMEngine  # noqa: E402
-from temper.engine.sampling_params import SamplingParams  # noqa: E402
-from temper.models import ModelConfig  # noqa: E402
-from temper.models.loader import _materialize  # noqa: E402
-from temper.tokenizer import Tokenizer  # noqa: E402
+from temper.engine.config import EngineConfig
+from temper.engine.llm_engine import LLMEngine
+from temper.engine.sampling_params import SamplingParams
+from temper.models import ModelConfig
+from temper.models.loader import _materialize
+from temper.tokenizer import Tokenizer
 
 VOCAB = 49152  # SmolLM2's vocabulary size
 SHAPES = {  # Llama 3.2 1B / Llama 3 8B shapes (SmolLM2's vocabulary)
@@ -83,7 +83,8 @@ def copy_bandwidth(device: str) -> float:
 
 
 def word_tokenizer(vocab: int) -> Tokenizer:
-    from tokenizers import Tokenizer as Backend, models, pre_tokenizers
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import models, pre_tokenizers
 
     backend = Backend(models.WordLevel({f"w{i}": i for i in range(vocab)}, unk_token="w0"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -240,9 +241,9 @@ def bench_model(name: str, args, device: str, dtype: torch.dtype, bandwidth: flo
     if device == "cuda":
         torch.cuda.empty_cache()
     if args.hf_continuous and hasattr(hf, "generate_batch"):
-        from transformers import GenerationConfig
-
         import signal
+
+        from transformers import GenerationConfig
 
         def give_up(*_):
             raise TimeoutError("HF continuous batching took over 120 s")

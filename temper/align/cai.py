@@ -487,7 +487,7 @@ def build_sft_set(records: list[dict[str, Any]], helpful: list[dict[str, Any]], 
     stats["helpful_available"] = len(helpful)
     edgy = [h for h in helpful if h.get("edgy")]
     plain = [h for h in helpful if not h.get("edgy")]
-    want = int(round(config.helpful_ratio * len(kept)))
+    want = round(config.helpful_ratio * len(kept))
     chosen = edgy[:want] + rng.sample(plain, min(len(plain), max(0, want - len(edgy))))
     stats["helpful_used"] = len(chosen)
     stats["edgy_used"] = min(len(edgy), want)

@@ -6,9 +6,22 @@ import random
 
 import pytest
 
-from temper.align.cai import (ANSWER_PREFIX, CAIConfig, Constitution, ConstitutionError, ai_preferences,
-                              agreement, build_sft_set, clean_reply, comparison_messages, config_from_recipe,
-                              critique_messages, judge_preferences, option_probabilities, revision_messages)
+from temper.align.cai import (
+    ANSWER_PREFIX,
+    CAIConfig,
+    Constitution,
+    ConstitutionError,
+    agreement,
+    ai_preferences,
+    build_sft_set,
+    clean_reply,
+    comparison_messages,
+    config_from_recipe,
+    critique_messages,
+    judge_preferences,
+    option_probabilities,
+    revision_messages,
+)
 from temper.safety.redteam.harness import Judgement
 
 TINY = Constitution.from_dict({

@@ -17,13 +17,13 @@ from tests.triton_support import CUDA, DEVICES, interpreter_scalars  # noqa: F40
 
 triton = pytest.importorskip("triton", reason="the Triton backend needs the triton package (pip install triton)")
 
-from temper.engine.attention.triton_kernels import paged_decode  # noqa: E402
-from temper.engine.config import EngineConfig  # noqa: E402
-from temper.engine.llm_engine import LLMEngine  # noqa: E402
-from temper.engine.sampling_params import SamplingParams  # noqa: E402
-from temper.generation import generate_ids  # noqa: E402
-from temper.models import ModelConfig, build_model  # noqa: E402
-from temper.tokenizer import Tokenizer  # noqa: E402
+from temper.engine.attention.triton_kernels import paged_decode
+from temper.engine.config import EngineConfig
+from temper.engine.llm_engine import LLMEngine
+from temper.engine.sampling_params import SamplingParams
+from temper.generation import generate_ids
+from temper.models import ModelConfig, build_model
+from temper.tokenizer import Tokenizer
 
 
 def dense_reference(q, k_pool, v_pool, tables, ctx_lens, block_size, scale, softcap, window):
@@ -103,7 +103,8 @@ MODELS = {
 
 def word_tokenizer() -> Tokenizer:
     """A word-level tokenizer over the tiny models' 128 ids ("w0".."w127"; w1 ends a sequence)."""
-    from tokenizers import Tokenizer as Backend, models, pre_tokenizers
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import models, pre_tokenizers
 
     backend = Backend(models.WordLevel({f"w{i}": i for i in range(128)}, unk_token="w0"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

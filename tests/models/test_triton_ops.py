@@ -12,9 +12,9 @@ from tests.triton_support import DEVICES, interpreter_scalars  # noqa: F401  (se
 
 pytest.importorskip("triton", reason="the fused kernels need the triton package (pip install triton)")
 
-from temper.models import triton_ops  # noqa: E402
-from temper.models.layers import RMSNorm, rope_cos_sin, rope_inv_freq  # noqa: E402
-from temper.models.layers import apply_rope as torch_rope  # noqa: E402
+from temper.models import triton_ops
+from temper.models.layers import RMSNorm, rope_cos_sin, rope_inv_freq
+from temper.models.layers import apply_rope as torch_rope
 
 CASES = [pytest.param(d.values[0], torch.float32, marks=d.marks) for d in DEVICES] + \
     [pytest.param("cuda", torch.bfloat16, marks=pytest.mark.gpu)]

@@ -14,7 +14,6 @@ import torch
 from temper.models.attention import EAGER_MAX_QUERIES, attend, attention_mask, grouped_attention
 from temper.models.config import ModelConfig
 
-
 # Decode batches gather keys in groups of this many sequences of similar length: padding every sequence to
 # the batch's longest context made the gather 6x larger on ShareGPT-like lengths.
 DECODE_GROUP = 8
