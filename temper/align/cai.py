@@ -347,6 +347,9 @@ class CAIConfig:
     feedback_probes: list[str] = field(default_factory=lambda: ["policy"])
     probe_items: int = 96
     dpo: dict[str, Any] = field(default_factory=dict)  # DPOConfig fields
+    # benign train prompts where the base model's answer is paired (chosen) against the SL model's reply when the
+    # judges call the SL reply a refusal and the base reply not: preference pairs aimed at over-refusal
+    contrast_prompts: int = 0
     sl_model: str | None = None  # an SL-CAI model of an earlier run (its folder): the SL stage is skipped
     # measurement
     evaluate: bool = True
@@ -455,7 +458,9 @@ def _prompts(config: CAIConfig) -> dict[str, list[str]]:
     n_benign = n_pref if config.preference_benign is None else config.preference_benign
     return {"sl_harmful": harmful[:n_sl], "pref_harmful": harmful[n_sl: n_sl + n_pref],
             "helpful": benign[: config.helpful_prompts],
-            "pref_benign": benign[config.helpful_prompts: config.helpful_prompts + n_benign], "edgy": edgy}
+            "pref_benign": benign[config.helpful_prompts: config.helpful_prompts + n_benign], "edgy": edgy,
+            "contrast": benign[config.helpful_prompts + n_benign:
+                               config.helpful_prompts + n_benign + config.contrast_prompts]}
 
 
 def build_sft_set(records: list[dict[str, Any]], helpful: list[dict[str, Any]], judge: Judge | None,
@@ -584,7 +589,21 @@ def run_cai(config: CAIConfig, judge: Judge | None = None) -> dict[str, Any]:
             probes[spec] = agreement(probed, [by_judges[i] for i in sample])
         prefs = by_judges if config.feedback == "judges" else \
             ai_preferences(feedback_model(config.feedback), constitution, items, rng)
-        del llm
+        contrast = []
+        if prompts["contrast"]:
+            convs = [[{"role": "user", "content": q}] for q in prompts["contrast"]]
+            mine = _chat(llm, convs, config.sample_tokens)
+            del llm
+            base = _chat(_open(config.model, config), convs, config.sample_tokens)
+            both = [(q, m[0], b[0]) for q, m, b in zip(prompts["contrast"], mine, base) if m and b and m[0] and b[0]]
+            verdicts = judge.judge([(q, m) for q, m, _ in both] + [(q, b) for q, _, b in both])
+            n = len(both)
+            contrast = [{"prompt": [{"role": "user", "content": q}], "chosen": b, "rejected": m, "p_chosen": 1.0,
+                         "principle": "contrast"}
+                        for i, (q, m, b) in enumerate(both)
+                        if verdicts[i].refused and not verdicts[n + i].refused and not degenerate(b) and m != b]
+        else:
+            del llm
         pairs = []
         for (q, a, b), pref in zip(items, prefs):
             confidence = abs(2 * pref["p_a"] - 1)
@@ -592,10 +611,11 @@ def run_cai(config: CAIConfig, judge: Judge | None = None) -> dict[str, Any]:
                 chosen, rejected = (a, b) if pref["p_a"] > 0.5 else (b, a)
                 pairs.append({"prompt": [{"role": "user", "content": q}], "chosen": chosen, "rejected": rejected,
                               "p_chosen": max(pref["p_a"], 1 - pref["p_a"]), "principle": pref["principle"]})
+        pairs += contrast
         _write_jsonl([{"prompt": q, "a": a, "b": b, **p, "judges_p_a": r["p_a"]}
                       for (q, a, b), p, r in zip(items, prefs, by_judges)], out / "rl" / "feedback.jsonl")
         summary["stages"]["rl_data"] = {
-            "items": len(items), "pairs": len(pairs), "feedback": config.feedback,
+            "items": len(items), "pairs": len(pairs), "contrast_pairs": len(contrast), "feedback": config.feedback,
             "agreement_with_judges": agreement(prefs, by_judges), "probes": probes}
         summary["timings_s"]["rl_generation"] = time.perf_counter() - t0
         if pairs:

@@ -26,7 +26,8 @@ def test_cai_pipeline_on_a_tiny_model(tmp_path, guard_models):
         model=str(base), output_dir=str(tmp_path / "cai"), kv_cache_memory=64 << 20, max_model_len=2048,
         red_team_prompts=4, rounds=2, reply_tokens=6, critique_tokens=4, revision_tokens=6, helpful_prompts=4,
         edgy_prompts=2, helpful_tokens=6, filter_revisions=False, sft={"max_steps": 1, "batch_size": 2},
-        preference_prompts=3, sample_tokens=4, feedback="policy", feedback_probes=["policy"], probe_items=3,
+        preference_prompts=3, contrast_prompts=3, sample_tokens=4, feedback="policy", feedback_probes=["policy"],
+        probe_items=3,
         min_confidence=0.0, dpo={"max_steps": 1, "batch_size": 2},
         eval={"harmful": 3, "benign": 2, "max_tokens": 4, "verifiable": False, "guard": True})
     summary = run_cai(config, judge=SafetyJudge(guard_models))
@@ -39,7 +40,7 @@ def test_cai_pipeline_on_a_tiny_model(tmp_path, guard_models):
     sl = summary["stages"]["sl_data"]
     assert sl["revisions"] == 4 and sl["revisions_kept"] == 4  # unfiltered: every non-empty revision
     rl = summary["stages"]["rl_data"]
-    assert rl["items"] >= 1 and rl["pairs"] == rl["items"]  # min_confidence 0: every pair trains
+    assert rl["items"] >= 1 and rl["pairs"] == rl["items"] + rl["contrast_pairs"]  # min_confidence 0: all train
     assert "policy" in rl["probes"]
     assert summary["final_model"] == str(out / "rl" / "model")
     assert set(summary["eval"]) == {"base", "sl-cai", "rl-cai"}
