@@ -9,6 +9,7 @@ compiled on CUDA.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -22,8 +23,9 @@ from temper.engine.config import EngineConfig
 from temper.engine.llm_engine import LLMEngine
 from temper.engine.sampling_params import SamplingParams
 from temper.generation import generate_ids
-from temper.models import ModelConfig, build_model
+from temper.models import build_model
 from temper.tokenizer import Tokenizer
+from tests.engine.test_paged_attention import CONFIGS
 
 
 def dense_reference(q, k_pool, v_pool, tables, ctx_lens, block_size, scale, softcap, window):
@@ -91,14 +93,9 @@ def test_paged_decode_matches_dense(case, device, dtype):
 
 
 # ---------------------------------------------------------------------------------------------- the engine
-TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2,
-            head_dim=16, max_position_embeddings=512)
-MODELS = {
-    "llama": ModelConfig(arch="llama", **TINY),
-    "gemma3-window": ModelConfig(arch="gemma3_text", hidden_act="gelu_tanh", sliding_window=11,
-                                 layer_types=("sliding", "full"), rope_local_theta=1e4, query_pre_attn_scalar=16,
-                                 tie_word_embeddings=True, **TINY),
-}
+# the paged-attention test's tiny configs, with a 128-word vocabulary and an 11-token window
+MODELS = {"llama": replace(CONFIGS["llama"], vocab_size=128),
+          "gemma3-window": replace(CONFIGS["gemma3-window"], vocab_size=128, sliding_window=11)}
 
 
 def word_tokenizer() -> Tokenizer:
