@@ -7,6 +7,7 @@ import torch
 
 from temper.engine.attention import BACKENDS, PagedKVCache, TritonPagedContext, triton_available
 from temper.engine.attention.torch_paged import StepLayout
+from temper.engine.attention.triton_paged import padded_tables
 from temper.engine.config import EngineConfig
 from temper.engine.scheduler import ScheduledBatch
 from temper.models import CausalLM
@@ -48,6 +49,7 @@ class ModelRunner:
         self.context_cls = BACKENDS[self.backend]
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.graph_replays = 0  # decode steps that ran as a graph replay
+        self.graph_sizes: list[int] = []  # captured batch sizes, ascending
         use_graphs = config.cuda_graphs and self.device.type == "cuda" and self.backend == "triton"
         # a captured batch pads its rows to a captured size; padding rows write their keys to one spare block
         self.cache = PagedKVCache.allocate(model.config, self.num_blocks + use_graphs, config.block_size,
@@ -103,17 +105,16 @@ class ModelRunner:
                 self._g_out[:, :size] = self.model.hidden_states(ids, pos, ctx=ctx)
             pool = graph.pool() if pool is None else pool
             self.graphs[size] = graph
+        self.graph_sizes = sizes
         torch.cuda.synchronize(dev)
         log.info("captured CUDA graphs for decode batches of %s sequences", ", ".join(map(str, sizes)))
 
     def _replay(self, batch: ScheduledBatch, ids: list[int], positions: list[int]) -> torch.Tensor:
         """Hidden states (B, d) of a decode-only batch through the smallest captured graph that fits it."""
         B = len(ids)
-        size = next(s for s in sorted(self.graphs) if s >= B)
+        size = next(s for s in self.graph_sizes if s >= B)
         bs = self.config.block_size
-        tables = torch.zeros(B, max(len(s.block_table) for s in batch.seqs), dtype=torch.int32)
-        for i, seq in enumerate(batch.seqs):
-            tables[i, :len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
+        tables = padded_tables([seq.block_table for seq in batch.seqs])
         slots = [seq.block_table[p // bs] * bs + p % bs for seq, p in zip(batch.seqs, positions)]
         dev = self.device
         self._g_ids[0, :B].copy_(torch.tensor(ids), non_blocking=True)
@@ -140,7 +141,7 @@ class ModelRunner:
                             context_lens=[s.num_computed_tokens + n for s, n in zip(batch.seqs, batch.num_new_tokens)],
                             block_tables=[s.block_table for s in batch.seqs])
         rows = torch.tensor(logits_rows, dtype=torch.long, device=self.device)
-        if self.graphs and len(ids) <= max(self.graphs) and all(n == 1 for n in batch.num_new_tokens):
+        if self.graphs and len(ids) <= self.graph_sizes[-1] and all(n == 1 for n in batch.num_new_tokens):
             return self.model.logits(self._replay(batch, ids, positions)[rows]).float()
         ids_t = torch.tensor([ids], device=self.device)
         pos_t = torch.tensor([positions], device=self.device)

@@ -18,6 +18,14 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def padded_tables(tables: list[list[int]]) -> torch.Tensor:
+    """Block tables as one int32 (B, longest) tensor on the CPU, zero-padded (the kernel never reads the pad)."""
+    out = torch.zeros(len(tables), max((len(t) for t in tables), default=1), dtype=torch.int32)
+    for i, table in enumerate(tables):
+        out[i, :len(table)] = torch.tensor(table, dtype=torch.int32)
+    return out
+
+
 class TritonPagedContext(TorchPagedContext):
     """Chunks through the portable path, decode rows through the Triton kernel."""
 
@@ -31,13 +39,8 @@ class TritonPagedContext(TorchPagedContext):
         for n in layout.query_lens:
             offsets.append(offsets[-1] + n)
         decode = [b for b, n in enumerate(layout.query_lens) if n == 1]
-        width = max((len(layout.block_tables[b]) for b in decode), default=1)
-        tables = torch.zeros(len(decode), width, dtype=torch.int32)
-        for i, b in enumerate(decode):
-            table = layout.block_tables[b]
-            tables[i, :len(table)] = torch.tensor(table, dtype=torch.int32)
         self.decode_rows = torch.tensor([offsets[b] for b in decode], dtype=torch.int32, device=device)
-        self.block_tables = tables.to(device)
+        self.block_tables = padded_tables([layout.block_tables[b] for b in decode]).to(device)
         self.context_lens = torch.tensor([layout.context_lens[b] for b in decode], dtype=torch.int32, device=device)
 
     @classmethod
