@@ -164,12 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint in the output folder (or the one given)")
 
+    from temper.gateway import cli as gateway_cli
     from temper.rag import cli as rag_cli
     from temper.safety import cli as safety_cli
     from temper.safety.redteam import cli as redteam_cli
     safety_cli.add_parser(sub)
     redteam_cli.add_parser(sub)
     rag_cli.add_parser(sub, _add_model_args)
+    gateway_cli.add_parser(sub)
 
     p = sub.add_parser("chat", help="interactive chat with history and streaming output")
     _add_model_args(p)
@@ -182,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command in ("serve", "align", "safety", "redteam"):  # a server or a trainer says what it does as it goes
+    if args.command in ("serve", "align", "safety", "redteam", "gateway"):  # a server or a trainer says what it does as it goes
         for name in ("temper", "uvicorn.error"):
             logging.getLogger(name).setLevel(logging.INFO)
     from temper import commands
