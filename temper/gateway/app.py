@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -28,7 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from temper.gateway.backends import UPSTREAM, Backends, ClientError, Replica, Stream
+from temper.gateway.backends import UPSTREAM, Backends, ClientError, Replica, Stream, estimate_tokens, prompt_text
 from temper.gateway.cache import CacheControl, Hit, ResponseCache
 from temper.gateway.config import GatewayConfig
 from temper.gateway.limits import Caller, Keys, admit, reserve
@@ -42,27 +41,6 @@ log = logging.getLogger("temper.gateway")
 request_log = logging.getLogger("temper.gateway.requests")
 
 PATHS = {"/v1/chat/completions": "/chat/completions", "/v1/completions": "/completions"}
-
-
-def estimate_tokens(text: str) -> int:
-    """Prompt tokens before a tokenizer sees them: UTF-8 bytes / 4, rounded up (BPE vocabularies average ~4 bytes
-    a token on English; the real count from the back end's usage replaces it when the answer arrives)."""
-    return math.ceil(len(text.encode("utf-8")) / 4)
-
-
-def prompt_text(body: dict) -> str:
-    if isinstance(body.get("messages"), list):
-        parts = []
-        for m in body["messages"]:
-            content = m.get("content") if isinstance(m, dict) else None
-            if isinstance(content, list):
-                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-            parts.append(content if isinstance(content, str) else "")
-        return "\n".join(parts)
-    prompt = body.get("prompt")
-    if isinstance(prompt, list):
-        return "\n".join(p for p in prompt if isinstance(p, str))
-    return prompt if isinstance(prompt, str) else ""
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +38,28 @@ log = logging.getLogger("temper.gateway")
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 # seconds this request spent waiting for back ends (the gateway's own overhead is the rest of its latency)
 UPSTREAM: ContextVar[list[float] | None] = ContextVar("temper_gateway_upstream", default=None)
+
+
+def estimate_tokens(text: str) -> int:
+    """Prompt tokens before a tokenizer sees them: UTF-8 bytes / 4, rounded up (BPE vocabularies average ~4 bytes
+    a token on English; the real count from the back end's usage replaces it when the answer arrives)."""
+    return math.ceil(len(text.encode("utf-8")) / 4)
+
+
+def prompt_text(body: dict) -> str:
+    """The text of a chat request's messages (joined by newlines) or of a completions prompt."""
+    if isinstance(body.get("messages"), list):
+        parts = []
+        for m in body["messages"]:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, list):
+                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            parts.append(content if isinstance(content, str) else "")
+        return "\n".join(parts)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        return "\n".join(p for p in prompt if isinstance(p, str))
+    return prompt if isinstance(prompt, str) else ""
 
 
 def _waited(since: float) -> None:
@@ -169,12 +192,19 @@ class Backends:
         log.warning("back end %s failed (%s): %s", replica.name, kind, message)
         return BackendError(replica, kind, message, status)
 
-    async def _attempts(self, model: str):
+    async def _attempts(self, model: str, body: dict, tries: list[str]):
         """Yield replicas to try, in order: the model's replicas (least loaded first, each at most once, up to
-        `retry.attempts`, with backoff), then each fallback model's the same way."""
+        `retry.attempts`, with backoff), then each fallback model's the same way. Replicas whose `context_limit`
+        is below the request's estimated prompt + max_tokens are passed over (a fallback with a longer context
+        can take the request); if none fits, the client gets 400 context_length_exceeded."""
         retry = self.config.retry
+        need = estimate_tokens(prompt_text(body)) + int(body.get("max_completion_tokens") or body.get("max_tokens")
+                                                        or 0)
+        too_long = []
         for name in self.chain(model):
-            tried: set[Replica] = set()
+            tried: set[Replica] = {r for r in self.replicas.get(name, ())
+                                   if r.config.context_limit is not None and need > r.config.context_limit}
+            too_long += [f"{r.name} ({r.config.context_limit})" for r in tried]
             for attempt in range(retry.attempts):
                 replica = self.pick(name, tried)
                 if replica is None:
@@ -183,11 +213,15 @@ class Backends:
                     await asyncio.sleep(retry.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
                 tried.add(replica)
                 yield replica
+        if too_long and not tries:
+            raise APIError(400, f"the request needs about {need} tokens (prompt estimate + max_tokens), more than "
+                                f"the context of {', '.join(too_long)}", code="context_length_exceeded",
+                           param="messages" if "messages" in body else "prompt")
 
     async def complete(self, model: str, path: str, body: dict) -> Answer:
         """POST a non-streaming request, with retries and fallbacks; raises APIError(502/503) when all fail."""
         tries: list[str] = []
-        async for replica in self._attempts(model):
+        async for replica in self._attempts(model, body, tries):
             start = time.monotonic()
             waited = time.perf_counter()
             replica.in_flight += 1
@@ -221,7 +255,7 @@ class Backends:
     async def stream(self, model: str, path: str, body: dict) -> Stream:
         """Open a streaming request and wait for its first text-bearing event; fall back while none has come."""
         tries: list[str] = []
-        async for replica in self._attempts(model):
+        async for replica in self._attempts(model, body, tries):
             replica.in_flight += 1
             replica.requests += 1
             waited = time.perf_counter()

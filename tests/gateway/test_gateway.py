@@ -425,3 +425,78 @@ def _state(kind: str, tmp_path, redis_url):
     if redis_url is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)")
     return open_state(redis_url)
+
+
+def test_two_gateway_instances_share_limits_and_caches_through_redis(upstreams, gateways, redis_url, embedder):
+    if redis_url is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)")
+    up = upstreams()
+    config = {"backends": [backend("a", up.url, "m")], "keys": [{"name": "k", "key": "sk-k", "rpm": 6}],
+              "cache": {"store": redis_url, "semantic": {"enabled": True, "threshold": 0.85}}}
+    url1, _ = gateways(config, state=open_state(redis_url), embedder=embedder)
+    url2, _ = gateways(config, state=open_state(redis_url), embedder=embedder)
+    auth = {"Authorization": "Bearer sk-k"}
+    assert chat(url1, "m", "How do I reverse a list in Python?", headers=auth).headers["x-temper-cache"] == "miss"
+    assert chat(url2, "m", "How do I reverse a list in Python?", headers=auth).headers["x-temper-cache"] == "hit-exact"
+    r = chat(url2, "m", "how can i reverse a python list", headers=auth)
+    assert r.headers["x-temper-cache"] == "hit-semantic"  # the other instance's entry, through the shared log
+    assert up.calls == 1
+    # 3 requests used; the key's 6 per minute are shared: 3 more pass across both instances, then 429
+    codes = [chat(u, "m", f"q{i}", headers=auth).status_code for i, u in enumerate([url1, url2] * 3)]
+    assert codes == [200, 200, 200, 429, 429, 429]
+
+
+def test_health_checks_take_a_dead_replica_out_and_bring_it_back(upstreams):
+    from temper.gateway.backends import Backends
+    a, b = upstreams(), upstreams()
+    config = load_config({"backends": [backend("a", a.url, "m"), backend("b", b.url, "m")]})
+
+    async def run():
+        backends = Backends(config)
+        await backends.check_all()
+        assert all(r.healthy for r in backends.all())
+        a.stop()
+        await backends.check_all()
+        down = {r.name: r.healthy for r in backends.all()}
+        picks = {backends.pick("m").name for _ in range(20)}
+        a.running = serve(a.app(), port=int(a.url.rsplit(":", 1)[1].split("/")[0]))
+        await backends.check_all()
+        up_again = {r.name: r.healthy for r in backends.all()}
+        await backends.aclose()
+        return down, picks, up_again
+    down, picks, up_again = asyncio.run(run())
+    assert down == {"a": False, "b": True} and picks == {"b"}
+    assert up_again == {"a": True, "b": True}
+
+
+def test_context_limits_pick_a_fallback_with_room_or_refuse_clearly(upstreams, gateways):
+    short, long = upstreams(text="short"), upstreams(text="long")
+    url, _ = gateways({"backends": [backend("s", short.url, "small", context_limit=64),
+                                    backend("l", long.url, "big", context_limit=4096)],
+                       "fallbacks": {"small": ["big"]}})
+    assert chat(url, "small", "hi").headers["x-temper-backend"] == "s"
+    r = chat(url, "small", "word " * 100)  # ~125 tokens + 4: too long for the 64-token model
+    assert r.status_code == 200 and r.headers["x-temper-backend"] == "l" and short.calls == 1
+    r = chat(url, "big", "word " * 100, max_tokens=5000)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_cli_spend_and_check_read_the_same_store(upstreams, gateways, tmp_path, capsys):
+    import yaml
+
+    from temper.cli import main
+    up = upstreams()
+    config = {"backends": [backend("a", up.url, "m", out_price=2.0), backend("down", dead_url(), "n")],
+              "keys": [{"name": "alice", "key": "sk-a", "team": "lab", "budget_usd": 1.0}],
+              "cache": {"store": f"sqlite:///{tmp_path}/gw.db"}}
+    (tmp_path / "gw.yaml").write_text(yaml.safe_dump(config))
+    url, _ = gateways(config, state=open_state(config["cache"]["store"]))
+    assert chat(url, "m", "hi", headers={"Authorization": "Bearer sk-a"}).status_code == 200
+    assert main(["gateway", "spend", "--config", str(tmp_path / "gw.yaml"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"] == [{"key": "alice", "team": "lab", "model": "m", "cost_usd": pytest.approx(8e-6),
+                               "requests": 1, "prompt_tokens": 7, "completion_tokens": 4}]
+    assert report["budgets"]["key:alice"]["spent_usd"] == pytest.approx(8e-6)
+    assert main(["gateway", "check", "--config", str(tmp_path / "gw.yaml")]) == 1  # one back end is down
+    out = capsys.readouterr().out
+    assert "DOWN" in out and " up " in out
