@@ -8,8 +8,9 @@ So two requests that differ only in field order or in those fields share an entr
 Semantic: for chat requests, the last user message is embedded with the packaged MiniLM and compared with earlier
 ones *in the same scope*: the same requested model, the same system prompt and earlier turns, the same sampling
 settings (the scope is the exact key of the request without its last user message). A hit needs cosine
-similarity at or above the threshold and, with `guard: true`, the same numbers, entities and negations
-(temper/gateway/semantic.py): a paraphrase is a hit, "capital of France" vs "capital of Germany" is not.
+similarity at or above the threshold and, with `guard: true`, the same key terms (numbers, names, quoted strings,
+units and conversion direction, negation, opposites...: temper/gateway/semantic.py): a paraphrase is a hit,
+"capital of France" vs "capital of Germany" is not.
 
 Only deterministic requests (temperature 0) are cached unless `nondeterministic: true`: a sampled request asks
 for a fresh sample. Per request, `Cache-Control: no-cache` (or `"cache": {"no-cache": true}` in the body) skips
@@ -167,9 +168,11 @@ class ResponseCache:
 
     # ------------------------------------------------------------------ semantic
     async def _embed(self, text: str) -> np.ndarray:
+        from temper.gateway.semantic import normalize_text
+
         def run() -> np.ndarray:
             with self._embed_lock:
-                return self.embedder.embed([text])[0].float().numpy()
+                return self.embedder.embed([normalize_text(text)])[0].float().numpy()
         return await asyncio.to_thread(run)
 
     async def _sync(self, scope: str) -> _Index:

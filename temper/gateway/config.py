@@ -13,7 +13,7 @@
     routes:                         # virtual model names decided by a policy (temper/gateway/routing/)
       auto: {policy: cascade, cheap: smol-int4, strong: smollm2, signal: mean_logprob, threshold: -0.9}
     fallbacks: {smol-int4: [smollm2]}
-    cache: {store: sqlite:///~/.cache/temper/gateway.db, exact: {ttl: 3600}, semantic: {threshold: 0.93}}
+    cache: {store: sqlite:///~/.cache/temper/gateway.db, exact: {ttl: 3600}, semantic: {enabled: true}}
     keys:
       - {name: alice, key_env: ALICE_KEY, team: research, budget_usd: 5.0, rpm: 60, tpm: 100000}
 
@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from temper.errors import TemperError
+from temper.gateway.semantic import DEFAULT_THRESHOLD as SEMANTIC_THRESHOLD
 
 
 class GatewayConfigError(TemperError):
@@ -115,7 +116,9 @@ class ExactCacheConfig(_Strict):
 
 class SemanticCacheConfig(_Strict):
     enabled: bool = False
-    threshold: float = Field(default=0.93, gt=0, le=1)
+    # cosine similarity of MiniLM embeddings; the default was chosen on the development pairs
+    # (benchmarks/semantic_cache.py; docs/gateway.md has the hit and false-hit rates per threshold)
+    threshold: float = Field(default=SEMANTIC_THRESHOLD, gt=0, le=1)
     ttl: float = Field(default=3600.0, gt=0)
     max_entries: int = Field(default=10_000, gt=0)  # per scope
     guard: bool = True  # refuse hits whose numbers, entities or negations differ (temper/gateway/semantic.py)
