@@ -500,3 +500,12 @@ def test_cli_spend_and_check_read_the_same_store(upstreams, gateways, tmp_path, 
     assert main(["gateway", "check", "--config", str(tmp_path / "gw.yaml")]) == 1  # one back end is down
     out = capsys.readouterr().out
     assert "DOWN" in out and " up " in out
+
+
+def test_the_example_config_builds(embedder):
+    from pathlib import Path
+    config = load_config(Path(__file__).parents[2] / "examples" / "gateway.yaml")
+    app = create_gateway(config, open_state("memory"), embedder, health_checks=False)
+    gw = app.state.gateway
+    assert gw.backends.models() == ["smollm2", "smollm2-int4"] and set(gw.policies) == {"auto", "chat"}
+    assert gw.keys.required and gw.config.cache.semantic.enabled

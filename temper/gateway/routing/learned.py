@@ -12,8 +12,9 @@ the threshold, else to the strong one.
 
 Train one from logged outcomes (prompts and whether the cheap model's answer scored well) as
 benchmarks/routing.py does: `RouterModel.fit(embedder.embed(prompts), labels).save("router.json")`.
-The prompt is the request's text (chat messages joined, or the completions prompt); its embedding costs one
-MiniLM pass (~5-10 ms on a laptop CPU), on a worker thread.
+The router reads `routing_text(body)`: a chat request's last user message, or the last blank-line-separated block
+of a completions prompt (a few-shot prompt's worked examples are the same for every request and would fill
+MiniLM's 256-token window); train it on the same function. One MiniLM pass, on a worker thread.
 """
 from __future__ import annotations
 
@@ -23,6 +24,26 @@ from pathlib import Path
 from typing import Any
 
 from temper.gateway.routing.base import Decision, Policy, PolicyError, RouteRequest, register
+
+
+def routing_text(body: dict) -> str:
+    """What the learned router embeds: the question, not the shared instructions or examples around it."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for m in reversed(messages):
+            if isinstance(m, dict) and m.get("role") == "user":
+                content = m.get("content")
+                if isinstance(content, list):
+                    content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+                return content if isinstance(content, str) else ""
+        return ""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        prompt = prompt[-1] if prompt and isinstance(prompt[-1], str) else ""
+    if not isinstance(prompt, str):
+        return ""
+    blocks = [b for b in prompt.split("\n\n") if b.strip()]
+    return blocks[-1].strip() if blocks else ""
 
 
 @register("learned")
@@ -53,7 +74,7 @@ class LearnedPolicy(Policy):
         return float(self.model.predict_proba(vector)[0])
 
     async def decide(self, r: RouteRequest) -> Decision:
-        p = await asyncio.to_thread(self.probability, r.prompt_text)
+        p = await asyncio.to_thread(self.probability, routing_text(r.body))
         if p >= self.threshold:
             return Decision(self.cheap, f"p(cheap good enough) {p:.3f} >= {self.threshold}: {self.cheap}", "cheap",
                             signal=p)
