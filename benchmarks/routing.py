@@ -10,7 +10,7 @@ saw (the next ones in the same seeded order, same few-shot prefix), this script 
 (`temper serve --quantization int4`: round-to-nearest int4) and the strong one (fp32) as real servers, the gateway
 with one route per policy, sends every item through every route and scores the replies. Cost is what the gateway
 billed (the `x-temper-cost-usd` header) at self-hosted prices: one price per hour for the machine, divided by each
-back end's measured throughput (prefill for prompt tokens, decode for completion tokens; the speed rows).
+back end's measured decode throughput at batch 16 (the speed rows), prompt tokens free.
 """
 from __future__ import annotations
 
@@ -40,20 +40,20 @@ PER_HOUR = 0.10  # USD per hour of the machine both back ends run on (any value:
 def read_logged(path: Path) -> tuple[dict, dict, dict]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     speed = {r["name"]: r for r in rows if r["type"] == "speed"}
-    out = {name: {r["id"]: r for r in rows if r["type"] == "outcome" and r["backend"] == name}
+    out = {name: {r["id"]: r for r in rows if r["type"] == "outcome" and r["backend"] == name and r["task"] == "tomi"}
            for name in ("cheap", "strong")}
     return out["cheap"], out["strong"], speed
 
 
 def price(speed: dict) -> dict:
-    return {"per_hour": PER_HOUR, "output_tokens_per_second": round(speed["decode_b16"], 2),
-            "input_tokens_per_second": round(speed["prefill_b16"], 2)}
+    """Output tokens at the batch-16 decode rate; prompt tokens free (the gateway's default without an input rate:
+    prefill is several times faster than decode, and a few-shot prompt's examples come from the prefix cache)."""
+    return {"per_hour": PER_HOUR, "output_tokens_per_second": round(speed["decode_b16"], 2)}
 
 
 def request_cost(row: dict, p: dict, completion_tokens: int | None = None) -> float:
     c = row["completion_tokens"] if completion_tokens is None else completion_tokens
-    return p["per_hour"] / 3600 * (row["prompt_tokens"] / p["input_tokens_per_second"] +
-                                   c / p["output_tokens_per_second"])
+    return p["per_hour"] / 3600 * c / p["output_tokens_per_second"]
 
 
 def pick_threshold(signal: np.ndarray, q_cheap: np.ndarray, q_strong: np.ndarray, c_cheap: np.ndarray,
