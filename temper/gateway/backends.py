@@ -239,7 +239,7 @@ class Backends:
                                              timeout=aiohttp.ClientTimeout(total=c.timeout,
                                                                            sock_connect=c.connect_timeout)) as r:
                     status, content = r.status, await r.read()
-            except asyncio.TimeoutError as e:
+            except TimeoutError as e:
                 tries.append(f"{replica.name}: {self._failed(replica, 'timeout', repr(e)).message}")
                 continue
             except aiohttp.ClientError as e:
@@ -295,7 +295,7 @@ class Backends:
                         raise self._failed(replica, "stream", "the stream ended before any event")
             except BackendError as e:
                 tries.append(f"{replica.name}: {e.message}")
-            except asyncio.TimeoutError as e:
+            except TimeoutError as e:
                 tries.append(f"{replica.name}: {self._failed(replica, 'timeout', repr(e)).message}")
             except (aiohttp.ClientError, ValueError) as e:  # refused, reset, a body cut short, or broken SSE
                 tries.append(f"{replica.name}: {self._failed(replica, 'connect', repr(e)).message}")
@@ -319,7 +319,7 @@ class Backends:
                 content = await r.read()
                 ok = r.status == 200
                 error = None if ok else _brief(r.status, content)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             ok, error = False, repr(e)
         if ok != replica.healthy:
             log.warning("back end %s is %s%s", replica.name, "up" if ok else "down", f": {error}" if error else "")
@@ -370,7 +370,7 @@ async def _replay(held: list[dict], events: AsyncIterator[dict], replica: Replic
     try:
         async for event in events:
             yield event
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+    except (TimeoutError, aiohttp.ClientError, ValueError) as e:
         backends._failed(replica, "stream", f"the stream broke after its first token: {e!r}")
         yield {"error": {"message": f"the back end's stream broke after it had started ({type(e).__name__}); "
                                     "the reply is incomplete", "type": "server_error", "param": None,
