@@ -12,6 +12,7 @@ requests one at a time over a kept-alive connection.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -129,16 +130,26 @@ def main() -> None:
                      "messages": [{"role": "user", "content": f"Question {tag}-{i}: what is {i} plus {i * 7}?"}]}
                     for i in range(args.requests)]
 
-        results = {}
+        results: dict[str, list[float]] = {}
+        paired: dict[str, list[float]] = {}
         with httpx.Client(timeout=60) as client:
             direct_root = upstream.removesuffix("/v1")
             for url in (direct_root, url_exact, url_sem):  # warm up connections, imports and the embedder
                 timed(client, url, bodies(f"warm-{url}")[:20])
-            results["direct"] = timed(client, direct_root, bodies("direct"))
-            results["gateway, exact cache miss"] = timed(client, url_exact, bodies("exact"))
-            results["gateway, exact + semantic miss"] = timed(client, url_sem, bodies("semantic"))
-            hit = bodies("exact")[:1] * args.requests
-            results["gateway, exact cache hit"] = timed(client, url_exact, hit)
+            # each gateway request right after a direct one with the same shape: this VM's speed drifts by tens of
+            # percent between minutes, and pairing makes the drift cancel in the differences
+            cases = {"gateway, exact cache miss": (url_exact, bodies("exact")),
+                     "gateway, exact + semantic miss": (url_sem, bodies("semantic")),
+                     "gateway, exact cache hit": (url_exact, bodies("exact")[:1] * args.requests)}
+            for name, (url, gateway_bodies) in cases.items():
+                direct = timed(client, direct_root, [])
+                via = []
+                for i, body in enumerate(gateway_bodies):
+                    direct += timed(client, direct_root, bodies(f"direct-{name}")[i:i + 1])
+                    via += timed(client, url, [body])
+                results.setdefault("direct", []).extend(direct)
+                results[name] = via
+                paired[name] = [g - d for g, d in zip(via, direct)]
             metrics = client.get(url_exact + "/metrics").text
         own = {}
         for line in metrics.splitlines():
@@ -153,22 +164,26 @@ def main() -> None:
             p.wait(timeout=20)
 
     rows = {name: summary(ms) for name, ms in results.items()}
-    base = rows["direct"]["p50"]
+    added = {name: statistics.median(d) for name, d in paired.items()}
     print(f"{'case':<34} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'added p50 ms':>13}")
     for name, s in rows.items():
-        added = "" if name == "direct" else f"{s['p50'] - base:+.2f}"
-        print(f"{name:<34} {s['p50']:>8.2f} {s['p90']:>8.2f} {s['p99']:>8.2f} {added:>13}")
+        extra = f"{added[name]:+.2f}" if name in added else ""
+        print(f"{name:<34} {s['p50']:>8.2f} {s['p90']:>8.2f} {s['p99']:>8.2f} {extra:>13}")
+    print("added p50: the median of (gateway - direct) over requests sent in alternation")
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"  # what uvicorn's "auto" picks
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    print(f"the gateway's uvicorn ran on {loop} with {http}")
     mean_own = own["sum"] / own["count"] * 1000 if own.get("count") else float("nan")
     print(f"the gateway's own time per request (its overhead histogram, misses and hits): mean {mean_own:.2f} ms")
     print(json.dumps({"bench": "gateway_overhead", "requests": args.requests,
                       "upstream": "constant-time responder" if args.upstream is None else args.upstream,
                       "p50_ms": {k: round(v["p50"], 3) for k, v in rows.items()},
                       "p99_ms": {k: round(v["p99"], 3) for k, v in rows.items()},
-                      "added_p50_ms_miss": round(rows["gateway, exact cache miss"]["p50"] - base, 3),
-                      "added_p50_ms_semantic_miss": round(rows["gateway, exact + semantic miss"]["p50"] - base, 3),
+                      "added_p50_ms_miss": round(added["gateway, exact cache miss"], 3),
+                      "added_p50_ms_semantic_miss": round(added["gateway, exact + semantic miss"], 3),
                       "hit_p50_ms": round(rows["gateway, exact cache hit"]["p50"], 3),
                       "gateway_own_mean_ms": round(mean_own, 3),
-                      "machine": f"{platform.machine()} {os.cpu_count()} cores", "python": platform.python_version()}))
+                      "uvicorn": f"{loop}+{http}", "machine": f"{platform.machine()} {os.cpu_count()} cores", "python": platform.python_version()}))
 
 
 if __name__ == "__main__":
