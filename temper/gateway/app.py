@@ -250,10 +250,13 @@ async def handle(gw: Gateway, request: Request, endpoint: str) -> Response:
     est_prompt = estimate_tokens(text)
 
     budgets = gw.keys.budgets(caller)
+    admission = None
     try:
         admission = await admit(gw.state, caller, est_prompt + max_tokens * n)
         reservation = await reserve(gw.state, budgets, gw.max_cost(model, est_prompt, max_tokens * n))
     except APIError as e:
+        if admission is not None and admission.ticket:  # refused for budget: it used no tokens of the tpm window
+            await gw.state.correct_tokens(caller.name, admission.ticket, 0)
         gw.metrics.rejected.labels(e.code or str(e.status)).inc()
         request_log.info(json.dumps({"trace_id": trace_id, "key": caller.name, "team": caller.team, "model": model,
                                      "endpoint": endpoint, "status": e.status, "rejected": e.code,
