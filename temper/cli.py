@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the latest checkpoint in the output folder (or the one given)")
 
     from temper.gateway import cli as gateway_cli
+    from temper.prompts import cli as prompts_cli
     from temper.rag import cli as rag_cli
     from temper.safety import cli as safety_cli
     from temper.safety.redteam import cli as redteam_cli
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     redteam_cli.add_parser(sub)
     rag_cli.add_parser(sub, _add_model_args)
     gateway_cli.add_parser(sub)
+    prompts_cli.add_parser(sub, _add_model_args)
 
     p = sub.add_parser("chat", help="interactive chat with history and streaming output")
     _add_model_args(p)
