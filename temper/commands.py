@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 
@@ -187,7 +188,7 @@ def api_keys(args: argparse.Namespace) -> tuple[str, ...]:
     keys += [k.strip() for k in os.environ.get("TEMPER_API_KEY", "").split(",") if k.strip()]
     if args.api_key_file:
         try:
-            lines = open(args.api_key_file, encoding="utf-8").read().splitlines()
+            lines = Path(args.api_key_file).read_text(encoding="utf-8").splitlines()
         except OSError as e:
             raise TemperError(f"--api-key-file {args.api_key_file}: {e.strerror}") from e
         keys += [k.strip() for k in lines if k.strip() and not k.lstrip().startswith("#")]
