@@ -22,9 +22,11 @@ def add_parser(sub: argparse._SubParsersAction, add_model_args) -> argparse.Argu
     q = ps.add_parser("eval", help="run strategies over a JSONL data set of question/answer and print a table")
     add_model_args(q)
     q.add_argument("--data", required=True, help="JSONL with `question` and `answer` (a number or '... #### N')")
-    q.add_argument("--strategies", default="direct,cot", help="comma-separated: direct, cot, sc5, sc10 "
+    q.add_argument("--strategies", default="direct,cot", help="comma-separated: direct, fewshot, cot, fewshot-cot, sc5, sc10 "
                                                               "(default: direct,cot)")
-    q.add_argument("--limit", type=int, default=None, help="the first N items only")
+    q.add_argument("--limit", type=int, default=None, help="the first N items only (after the --shots examples)")
+    q.add_argument("--shots", type=int, default=4, help="fewshot, fewshot-cot: the data's first K rows are the worked "
+                                                        "examples and are not evaluated (default 4)")
     q.add_argument("--max-tokens", type=int, default=256, help="reasoning tokens per path (default 256)")
     q.add_argument("--json", action="store_true", help="print one JSON line per strategy instead of the table")
     return p
@@ -57,10 +59,11 @@ def _eval(args: argparse.Namespace) -> int:
     from temper.engine.llm import LLM
     from temper.prompts.evaluate import evaluate, format_table, load_items
 
-    items = load_items(args.data, args.limit)
+    rows = load_items(args.data, None if args.limit is None else args.limit + args.shots)
+    shots, items = rows[:args.shots], rows[args.shots:]
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     llm = LLM.from_loaded(load_model(args), args.model)
-    reports = evaluate(llm, items, strategies, max_tokens=args.max_tokens)
+    reports = evaluate(llm, items, strategies, max_tokens=args.max_tokens, shots=shots)
     if args.json:
         for r in reports:
             print(json.dumps({"model": args.model, **asdict(r)}))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ DIRECT_TRIGGER = "The answer (arabic numerals) is"
 class Item:
     question: str
     answer: str  # canonical number (answers.canonical_number)
+    solution: str = ""  # a worked solution, when the data has one (GSM8K's, without its <<calculator>> notes)
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,37 @@ def self_consistent(llm, questions: Sequence[str], max_tokens: int, n: int) -> l
     return [Prediction(r.answer, r.num_prompt_tokens, r.num_generated_tokens) for r in results]
 
 
-STRATEGIES: dict[str, Callable[[object, Sequence[str], int], list[Prediction]]] = {
-    "direct": direct, "cot": cot, "sc5": partial(self_consistent, n=5), "sc10": partial(self_consistent, n=10)}
+def fewshot_prompt(shots: Sequence[Item], question: str, reasoning: bool) -> str:
+    """Worked examples as Wei et al.'s few-shot chain of thought writes them ("Q: ... A: <steps> The answer is N."),
+    or their answers only, then the question; the examples are the same for every question (one cached prefix)."""
+    blocks = [f"Q: {s.question}\nA: {s.solution + ' ' if reasoning and s.solution else ''}The answer is {s.answer}.\n\n"
+              for s in shots]
+    return "".join(blocks) + f"Q: {question}\nA:" + ("" if reasoning else " The answer is")
+
+
+def fewshot(llm, questions: Sequence[str], max_tokens: int, shots: Sequence[Item] = (),
+            reasoning: bool = False) -> list[Prediction]:
+    """Few-shot (answers only) or few-shot chain of thought, greedy; the answer is the number after "The answer
+    is" when the reply says it, else its last number."""
+    if not shots:
+        raise ValueError("few-shot strategies need examples: `temper prompts eval --shots K` takes the data's first K")
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens if reasoning else min(max_tokens, 16),
+                            stop=("\nQ:", "\n\n") if reasoning else ("\n",))
+    outs = llm.generate([fewshot_prompt(shots, q, reasoning) for q in questions], params, use_tqdm=False)
+    preds = []
+    for o in outs:
+        text = o.outputs[0].text
+        _, said, tail = text.partition("The answer is")
+        answer = parse_number(tail, pick="first") if said else parse_number(text, pick="first" if not reasoning
+                                                                            else "last")
+        preds.append(Prediction(answer, len(o.prompt_token_ids), o.num_generated_tokens))
+    return preds
+
+
+STRATEGIES: dict[str, Callable[..., list[Prediction]]] = {
+    "direct": direct, "fewshot": fewshot, "cot": cot, "fewshot-cot": partial(fewshot, reasoning=True),
+    "sc5": partial(self_consistent, n=5), "sc10": partial(self_consistent, n=10)}
+FEWSHOT = frozenset({"fewshot", "fewshot-cot"})
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -90,14 +121,18 @@ def load_items(path: str | os.PathLike, limit: int | None = None) -> list[Item]:
         answer = parse_number(str(row["answer"]))
         if answer is None:
             raise ValueError(f"{path}:{i + 1}: no number in the answer {row['answer']!r}")
-        items.append(Item(row["question"], answer))
+        solution = str(row["answer"]).split("####")[0] if "####" in str(row["answer"]) else ""
+        solution = " ".join(re.sub(r"<<[^>]*>>", "", solution).split())
+        items.append(Item(row["question"], answer, solution))
         if limit is not None and len(items) == limit:
             break
     return items
 
 
-def evaluate(llm, items: Sequence[Item], strategies: Sequence[str], max_tokens: int = 256) -> list[StrategyReport]:
-    """Run each strategy over all items and score exact match of the canonical number."""
+def evaluate(llm, items: Sequence[Item], strategies: Sequence[str], max_tokens: int = 256,
+             shots: Sequence[Item] = ()) -> list[StrategyReport]:
+    """Run each strategy over all items and score exact match of the canonical number (`shots`: the examples of
+    the few-shot strategies, never among `items`)."""
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown:
         raise ValueError(f"unknown strategies {unknown}; known: {sorted(STRATEGIES)}")
@@ -105,7 +140,8 @@ def evaluate(llm, items: Sequence[Item], strategies: Sequence[str], max_tokens: 
     reports = []
     for name in strategies:
         start = time.perf_counter()
-        predictions = STRATEGIES[name](llm, questions, max_tokens)
+        extra = {"shots": shots} if name in FEWSHOT else {}
+        predictions = STRATEGIES[name](llm, questions, max_tokens, **extra)
         seconds = time.perf_counter() - start
         correct = sum(p.answer == it.answer for p, it in zip(predictions, items))
         low, high = wilson_interval(correct, n)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from temper.prompts import cli
-from temper.prompts.evaluate import evaluate, format_table, load_items, wilson_interval
+from temper.prompts.evaluate import Item, evaluate, fewshot_prompt, format_table, load_items, wilson_interval
 
 
 def test_load_items(tmp_path):
@@ -15,10 +15,26 @@ def test_load_items(tmp_path):
     data.write_text(json.dumps({"question": "q1", "answer": "48 / 2 = 24\n#### 1,024"}) + "\n\n"
                     + json.dumps({"question": "q2", "answer": 7}) + "\n")
     assert [(i.question, i.answer) for i in load_items(data)] == [("q1", "1024"), ("q2", "7")]
+    assert load_items(data)[0].solution == "48 / 2 = 24" and load_items(data)[1].solution == ""
     assert len(load_items(data, limit=1)) == 1
     data.write_text(json.dumps({"question": "q"}) + "\n")
     with pytest.raises(ValueError, match="needs `question` and `answer`"):
         load_items(data)
+
+
+def test_fewshot_prompts_and_the_engine(llm):
+    shots = [Item("Tom has 3 apples and buys 2. How many?", "5", "3 + 2 = 5 apples."),
+             Item("A box holds 4 pens. How many pens in 2 boxes?", "8", "")]
+    assert fewshot_prompt(shots, "What is 6 + 1?", reasoning=True) == (
+        "Q: Tom has 3 apples and buys 2. How many?\nA: 3 + 2 = 5 apples. The answer is 5.\n\n"
+        "Q: A box holds 4 pens. How many pens in 2 boxes?\nA: The answer is 8.\n\nQ: What is 6 + 1?\nA:")
+    assert fewshot_prompt(shots, "What is 6 + 1?", reasoning=False).endswith("Q: What is 6 + 1?\nA: The answer is")
+    items = [Item("What is 6 + 1?", "7"), Item("What is 9 - 4?", "5")]
+    reports = evaluate(llm, items, ["fewshot", "fewshot-cot"], max_tokens=48, shots=shots)
+    assert [r.strategy for r in reports] == ["fewshot", "fewshot-cot"]
+    assert reports[0].generated_tokens_per_item <= 16 and reports[1].prompt_tokens_per_item > 40
+    with pytest.raises(ValueError, match="need examples"):
+        evaluate(llm, items, ["fewshot"])
 
 
 def test_wilson_interval():
