@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from routing_task import load_items, score
 
+from temper.stats import wilson_interval
+
 OUTCOMES = Path(__file__).parent / "data" / "routing_outcomes_offline.jsonl"
 TARGET = 0.95
 PER_HOUR = 0.10  # USD per hour of the machine both back ends run on (any value: only ratios are reported)
@@ -102,13 +104,6 @@ async def run_route(url: str, route: str, items: list[dict], concurrency: int) -
                     "cost": float(r.headers["x-temper-cost-usd"]), "model": r.headers["x-temper-model"],
                     "decision": r.headers.get("x-temper-route", "")}
         return await asyncio.gather(*(one(it) for it in items))
-
-
-def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def main() -> None:
@@ -202,7 +197,7 @@ def main() -> None:
     summary = {}
     for route, rows in results.items():
         k = sum(r["score"] for r in rows)
-        lo, hi = wilson(k, len(rows))
+        lo, hi = wilson_interval(k, len(rows))
         cost = sum(r["cost"] for r in rows)
         to_strong = np.mean([r["model"] == "strong" for r in rows])
         rel = k / len(rows) / strong_q if strong_q else float("nan")

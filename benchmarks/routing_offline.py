@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from routing_task import DEFAULT_TASK, TASKS, answer_key, load_items, score
 
+from temper.stats import wilson_interval
+
 OUTCOMES = Path(__file__).parent / "data" / "routing_outcomes_offline.jsonl"
 BACKENDS = {"cheap": "smollm2-135m-instruct:int4", "strong": "smollm2-135m-instruct"}  # name -> model[:quantization]
 TARGET = 0.95  # share of the strong model's quality a policy must keep
@@ -325,13 +327,6 @@ def auc(labels: np.ndarray, signal: np.ndarray) -> float:
     return float(greater + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
 
-def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of k successes in n trials."""
-    p, shrink = k / n, 1 + z * z / n
-    centre, half = (p + z * z / (2 * n)) / shrink, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / shrink
-    return centre - half, centre + half
-
-
 def analyze(args: argparse.Namespace) -> None:
     o = read_outcomes(args.outcomes, args.task, args.pricing, args.batch)
     n, everything = len(o.ids), np.arange(len(o.ids))
@@ -363,7 +358,7 @@ def print_report(o: Outcomes, results: dict, args: argparse.Namespace) -> None:
     print(f"{args.task}: {n} items; pricing: {args.pricing} at batch {args.batch}; "
           f"target {TARGET:.0%} of the strong quality")
     for name, q, c in (("cheap", o.q_cheap, o.cost_cheap), ("strong", o.q_strong, o.cost_strong)):
-        lo, hi = wilson(q.sum(), n)
+        lo, hi = wilson_interval(q.sum(), n)
         s = o.speed[name]
         print(f"  {name:6s} {o.speed[name]['spec']:28s} accuracy {q.mean():.3f} [{lo:.3f}, {hi:.3f}]  "
               f"decode b1 {s['decode_b1']:.1f} / b16 {s['decode_b16']:.1f} tok/s, prefill b16 {s['prefill_b16']:.0f} "

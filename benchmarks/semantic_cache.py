@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import math
 import platform
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ import numpy as np
 
 from temper.embeddings import Embedder
 from temper.gateway.semantic import DEFAULT_THRESHOLD, embed_key, guard_mismatches, key_terms, semantic_match
+from temper.stats import wilson_interval
 
 DATA = Path(__file__).parent / "data"
 FILES = {"dev": DATA / "semantic_pairs.jsonl", "heldout": DATA / "semantic_pairs_heldout.jsonl"}
@@ -46,16 +46,6 @@ GOAL_HIT, GOAL_FALSE_HIT = 0.60, 0.01
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(int(q * (len(xs) - 1) + 0.5), len(xs) - 1)]
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score 95% interval of a rate k/n."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(centre - half, 0.0), min(centre + half, 1.0)
 
 
 def load_pairs(path: Path, split: str) -> list[dict]:
@@ -78,7 +68,7 @@ def rates(pairs: list[dict], threshold: float, enable_guard: bool) -> dict:
 
 
 def with_ci(r: dict) -> dict:
-    hit_ci, false_ci = wilson(r["hits"], r["equivalent"]), wilson(r["false_hits"], r["non_equivalent"])
+    hit_ci, false_ci = wilson_interval(r["hits"], r["equivalent"]), wilson_interval(r["false_hits"], r["non_equivalent"])
     return {**{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()},
             "hit_rate_ci95": [round(x, 4) for x in hit_ci], "false_hit_rate_ci95": [round(x, 4) for x in false_ci]}
 

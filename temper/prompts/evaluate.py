@@ -6,7 +6,6 @@ engine calls as it can; the registry `STRATEGIES` is what `temper prompts eval -
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -19,6 +18,7 @@ from temper.engine.sampling_params import SamplingParams
 from temper.prompts.answers import parse_number
 from temper.prompts.cot import reasoning_prompt, zero_shot_cot
 from temper.prompts.self_consistency import self_consistency
+from temper.stats import wilson_interval
 
 DIRECT_TRIGGER = "The answer (arabic numerals) is"
 
@@ -98,15 +98,6 @@ STRATEGIES: dict[str, Callable[..., list[Prediction]]] = {
     "direct": direct, "fewshot": fewshot, "cot": cot, "fewshot-cot": partial(fewshot, reasoning=True),
     "sc5": partial(self_consistent, n=5), "sc10": partial(self_consistent, n=10)}
 FEWSHOT = frozenset({"fewshot", "fewshot-cot"})
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 0.0
-    p = k / n
-    center = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def load_items(path: str | os.PathLike, limit: int | None = None) -> list[Item]:

@@ -40,7 +40,7 @@ def test_fewshot_prompts_and_the_engine(llm):
 def test_wilson_interval():
     low, high = wilson_interval(5, 10)
     assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
-    assert wilson_interval(0, 0) == (0.0, 0.0) and wilson_interval(0, 10)[0] == 0.0
+    assert wilson_interval(0, 0) == (0.0, 1.0) and wilson_interval(0, 10)[0] == 0.0
 
 
 def test_evaluate_direct_with_the_engine(llm, tmp_path):
