@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction, add_model_args) -> argparse.Argu
     q.add_argument("--shots", type=int, default=4, help="fewshot, fewshot-cot: the data's first K rows are the worked "
                                                         "examples and are not evaluated (default 4)")
     q.add_argument("--max-tokens", type=int, default=256, help="reasoning tokens per path (default 256)")
+    q.add_argument("--price-per-hour", type=float, default=0.0, metavar="USD",
+                   help="the machine's price per hour: adds the cost of 1,000 questions at the measured time")
     q.add_argument("--json", action="store_true", help="print one JSON line per strategy instead of the table")
     return p
 
@@ -66,8 +68,9 @@ def _eval(args: argparse.Namespace) -> int:
     reports = evaluate(llm, items, strategies, max_tokens=args.max_tokens, shots=shots)
     if args.json:
         for r in reports:
-            print(json.dumps({"model": args.model, **asdict(r)}))
+            print(json.dumps({"model": args.model, **asdict(r),
+                              "usd_per_1k_questions": r.seconds_per_item * args.price_per_hour / 3600 * 1000}))
     else:
         print(f"{args.model} on {args.data} ({len(items)} items)")
-        print(format_table(reports))
+        print(format_table(reports, args.price_per_hour))
     return 0

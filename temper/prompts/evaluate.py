@@ -142,9 +142,16 @@ def evaluate(llm, items: Sequence[Item], strategies: Sequence[str], max_tokens: 
     return reports
 
 
-def format_table(reports: Sequence[StrategyReport]) -> str:
-    lines = ["| strategy | n | accuracy | 95% CI | prompt tok/q | generated tok/q | s/q |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.strategy} | {r.num_items} | {r.accuracy:.1%} | [{r.ci_low:.1%}, {r.ci_high:.1%}] | "
-              f"{r.prompt_tokens_per_item:.0f} | {r.generated_tokens_per_item:.0f} | {r.seconds_per_item:.2f} |"
-              for r in reports]
+def format_table(reports: Sequence[StrategyReport], price_per_hour: float = 0.0) -> str:
+    """A Markdown table; with `price_per_hour` (USD of the machine), also the cost of a question at the measured
+    time (self-hosted: the machine is paid by the hour, so a question costs its seconds)."""
+    cost = price_per_hour > 0
+    head = "| strategy | n | accuracy | 95% CI | prompt tok/q | generated tok/q | s/q |" + (" USD/1k q |" if cost else "")
+    lines = [head, "|---" * (8 if cost else 7) + "|"]
+    for r in reports:
+        line = (f"| {r.strategy} | {r.num_items} | {r.accuracy:.1%} | [{r.ci_low:.1%}, {r.ci_high:.1%}] | "
+                f"{r.prompt_tokens_per_item:.0f} | {r.generated_tokens_per_item:.0f} | {r.seconds_per_item:.2f} |")
+        if cost:
+            line += f" {r.seconds_per_item * price_per_hour / 3600 * 1000:.4f} |"
+        lines.append(line)
     return "\n".join(lines)

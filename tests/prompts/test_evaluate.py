@@ -51,6 +51,9 @@ def test_evaluate_direct_with_the_engine(llm, tmp_path):
     assert report.num_items == 2 and report.accuracy in (0.0, 0.5, 1.0)
     assert report.prompt_tokens_per_item > 0 and 0 < report.generated_tokens_per_item <= 16
     assert "| direct | 2 |" in format_table([report])
+    priced = format_table([report], price_per_hour=3.6)  # $0.001 a second
+    assert priced.splitlines()[0].endswith("USD/1k q |")
+    assert priced.splitlines()[2].endswith(f" {report.seconds_per_item:.4f} |")
     with pytest.raises(ValueError, match=r"unknown strategies \['best'\]"):
         evaluate(llm, load_items(data), ["best"])
 
