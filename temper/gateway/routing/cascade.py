@@ -22,14 +22,14 @@ If the cheap model fails (every replica and fallback), the strong one answers: "
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import Any
 
 from temper.gateway.routing.base import Decision, Policy, PolicyError, RouteRequest, register
+from temper.prompts.answers import parse_number
+from temper.prompts.self_consistency import majority_vote
 from temper.server.errors import APIError
 
 SIGNALS = ("mean_logprob", "self_consistency")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 def mean_logprob(choice: dict) -> float | None:
@@ -46,13 +46,11 @@ def mean_logprob(choice: dict) -> float | None:
 
 
 def extract_answer(text: str) -> str:
-    """The final answer of a reply for voting: its last number (commas dropped) if it has one, else its text
-    lowercased with punctuation and extra spaces removed."""
-    numbers = _NUMBER.findall(text)
-    if numbers:
-        value = numbers[-1].replace(",", "")
-        return value.removesuffix(".0")
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+    """The final answer of a reply for voting: its last number in canonical form (temper.prompts.answers, the
+    parser the self-consistency pattern uses) if it has one, else its text lowercased with punctuation and extra
+    spaces removed."""
+    number = parse_number(text)
+    return number if number is not None else " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
 def choice_text(choice: dict) -> str:
@@ -107,11 +105,11 @@ class CascadePolicy(Policy):
             signal = mean_logprob(choices[0]) if choices else None
             label = "mean logprob"
         else:
-            votes = Counter(extract_answer(choice_text(c)) for c in choices)
-            top, count = votes.most_common(1)[0] if votes else ("", 0)
-            signal = count / len(choices) if choices else None
+            answers = [extract_answer(choice_text(c)) for c in choices]
+            vote = majority_vote(answers)
+            signal = vote.agreement if choices else None
             label = f"agreement of {len(choices)} samples"
-            chosen = next((c for c in choices if extract_answer(choice_text(c)) == top), None)
+            chosen = next((c for c, a in zip(choices, answers) if a == vote.answer), None)
             if chosen is not None:
                 answer.body["choices"] = [{**chosen, "index": 0}]
         if signal is not None and signal >= self.threshold:
