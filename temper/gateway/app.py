@@ -19,7 +19,6 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -337,7 +336,7 @@ async def _serve(gw: Gateway, info: RequestInfo, path: str, body: dict, control:
                 return await _from_cache(gw, info, hit, body, path)
             info.cache = "miss"
         elif control.write:
-            _, cache_ctx = await _store_only_ctx(gw, body, scope)
+            _, cache_ctx = await gw.cache.get(body, scope, read=False)
             info.cache = "bypass"
         else:
             info.cache = "bypass"
@@ -379,20 +378,6 @@ async def _serve(gw: Gateway, info: RequestInfo, path: str, body: dict, control:
     if info.stream:  # a cascade answered a streaming request: replay its answer as a stream
         return _sse(_replay(answer.body, path, info, body), headers)
     return JSONResponse(answer.body, headers=headers)
-
-
-async def _store_only_ctx(gw: Gateway, body: dict, model: str) -> tuple[None, dict]:
-    """The cache keys of a request that must not read the cache but may fill it."""
-    from temper.gateway.cache import exact_key, semantic_parts
-
-    ctx: dict[str, Any] = {}
-    if gw.config.cache.exact.enabled and gw.cache.applies(body):
-        ctx["exact"] = exact_key(body, model)
-    if gw.config.cache.semantic.enabled and gw.cache.applies(body, semantic=True):
-        parts = semantic_parts(body, model)
-        if parts is not None:
-            ctx["semantic"] = (*parts, await gw.cache._embed(parts[1]))
-    return None, ctx
 
 
 def _cacheable(body: dict) -> bool:

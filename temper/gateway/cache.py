@@ -135,12 +135,13 @@ class ResponseCache:
         return is_deterministic(body) or nondet
 
     # ------------------------------------------------------------------ exact
-    async def get(self, body: dict, model: str) -> tuple[Hit | None, dict]:
-        """Look the request up (exact, then semantic); returns the hit and what `put` needs to store the answer."""
+    async def get(self, body: dict, model: str, read: bool = True) -> tuple[Hit | None, dict]:
+        """Look the request up (exact, then semantic); returns the hit and what `put` needs to store the answer.
+        With `read=False` (a `no-cache` request) nothing is looked up: only the keys are made, to store the answer."""
         ctx: dict[str, Any] = {}
         if self.config.exact.enabled and self.applies(body):
             ctx["exact"] = exact_key(body, model)
-            value = await self.state.cache_get("x:" + ctx["exact"])
+            value = await self.state.cache_get("x:" + ctx["exact"]) if read else None
             if value is not None:
                 return Hit("exact", json.loads(value)), ctx
         if self.config.semantic.enabled and self.applies(body, semantic=True):
@@ -149,7 +150,7 @@ class ResponseCache:
                 scope, text = parts
                 vector = await self._embed(text)
                 ctx["semantic"] = (scope, text, vector)
-                hit = await self._search(scope, text, vector)
+                hit = await self._search(scope, text, vector) if read else None
                 if hit is not None:
                     return hit, ctx
         return None, ctx
