@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -58,6 +58,7 @@ class ServerMetrics:
     def __init__(self, stats: Callable[[], EngineStats | None]):
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, open fds...
         self.ttft = Histogram("temper_time_to_first_token_seconds", "request received to first token",
                               ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("temper_time_per_output_token_seconds", "mean gap between output tokens per request",

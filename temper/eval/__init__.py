@@ -1,0 +1,1 @@
+"""Evaluation suites, result sets and the report: `temper eval`, `temper report`, `temper pipeline`."""
