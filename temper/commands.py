@@ -322,7 +322,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models, "generate": cmd_generate, "chat": cmd_chat, "serve": cmd_serve, "quantize": cmd_quantize,
     "plan": cmd_plan, "align": cmd_align, "safety": lambda a: _lazy("temper.safety.cli", a),
     "redteam": lambda a: _lazy("temper.safety.redteam.cli", a), "rag": lambda a: _lazy("temper.rag.cli", a),
-    "gateway": lambda a: _lazy("temper.gateway.cli", a), "prompts": lambda a: _lazy("temper.prompts.cli", a)}
+    "gateway": lambda a: _lazy("temper.gateway.cli", a), "prompts": lambda a: _lazy("temper.prompts.cli", a),
+    "eval": lambda a: _lazy("temper.eval.runner", a), "pipeline": lambda a: _lazy("temper.eval.pipeline", a),
+    "report": lambda a: _lazy("temper.eval.report", a)}
 
 
 def _lazy(module: str, args: argparse.Namespace) -> int:

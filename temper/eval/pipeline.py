@@ -162,11 +162,11 @@ class Pipeline:
 
     def evaluate(self, label: str, model: str, quantization: str | None = None) -> str:
         from temper.eval.identity import model_identity
-        from temper.eval.runner import evaluate, summary_table
+        from temper.eval.runner import _safe, evaluate, summary_table
         from temper.eval.target import LocalTarget
 
         e = self.cfg["eval"]
-        out = self.out / "results" / f"{label}.json"
+        out = self.out / "results" / f"{_safe(label)}.json"
         target = LocalTarget(model, quantization)
         result = evaluate(target, e["suites"], self._options(), label, out, model_identity(model, quantization),
                           resume=True)
@@ -184,7 +184,7 @@ class Pipeline:
 
     def serve_and_evaluate(self, model: str) -> str:
         from temper.eval.identity import model_identity
-        from temper.eval.runner import evaluate, summary_table
+        from temper.eval.runner import _safe, evaluate, summary_table
         from temper.eval.suites.speed import LocalServer
         from temper.eval.target import EndpointTarget
 
@@ -199,7 +199,7 @@ class Pipeline:
             target = EndpointTarget(server.url + "/v1", name, guard=s.get("guard", "default"),
                                     rag_collection=rag["collection"])
             label = s.get("label", "served")
-            out = self.out / "results" / f"{label}.json"
+            out = self.out / "results" / f"{_safe(label)}.json"
             result = evaluate(target, self.cfg["eval"]["suites"], self._options(), label, out,
                               model_identity(model), resume=True)
             print(summary_table(result), flush=True)

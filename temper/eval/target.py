@@ -53,7 +53,7 @@ class LocalTarget(Target):
     kind = "model"
 
     def __init__(self, model: str, quantization: str | None = None, device: str = "cpu", max_model_len: int = 2048,
-                 kv_cache_memory: int | None = None):
+                 kv_cache_memory: int | None = 1 << 30):
         self.model = model
         self.quantization = quantization
         self.device = device

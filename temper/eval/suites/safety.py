@@ -11,7 +11,7 @@ from typing import Any
 
 from temper.eval.suites import rate
 
-DEFAULTS = {"harmful": 200, "benign": 100, "max_tokens": 96, "seed": 0, "samples": 4}
+DEFAULTS = {"harmful": 200, "benign": 100, "max_tokens": 96, "seed": 0, "samples": 4, "judge_path": None}
 
 
 def run(target, options: dict[str, Any]) -> dict[str, Any]:
@@ -22,7 +22,8 @@ def run(target, options: dict[str, Any]) -> dict[str, Any]:
     prompts = eval_prompts(EvalConfig(harmful=o["harmful"], benign=o["benign"], seed=o["seed"]))
     order = [(kind, q) for kind in ("harmful", "edgy", "benign") for q in prompts[kind]]
     replies = target.chat([[{"role": "user", "content": q}] for _, q in order], o["max_tokens"], progress=True)
-    verdicts = load_judge().judge([(q, r.text) for (_, q), r in zip(order, replies)])
+    judge = o.get("judge") or load_judge(o.get("judge_path"))  # judge: a SafetyJudge already loaded (tests)
+    verdicts = judge.judge([(q, r.text) for (_, q), r in zip(order, replies)])
     rows = []
     for (kind, q), r, v in zip(order, replies, verdicts):
         filtered = r.finish_reason == "content_filter"

@@ -28,7 +28,7 @@ from temper.eval.suites import SuiteSkipped, metric
 log = logging.getLogger(__name__)
 
 DEFAULTS = {"levels": [1, 4, 16], "requests": 16, "max_tokens": 64, "input_words": 128, "price_per_hour": 0.10,
-            "kv_cache_memory_gib": 1.0, "startup_timeout": 600.0, "seed": 0}
+            "kv_cache_memory_gib": 1.0, "max_model_len": 4096, "startup_timeout": 600.0, "seed": 0}
 
 
 def _free_port() -> int:
@@ -41,10 +41,11 @@ class LocalServer:
     """`temper serve` for a model, in a child process on a free loopback port."""
 
     def __init__(self, model: str, quantization: str | None, kv_gib: float, log_path: Path | None = None,
-                 extra: list[str] = ()):
+                 extra: list[str] = (), max_model_len: int = 4096):
         self.port = _free_port()
         cmd = [sys.executable, "-m", "temper.cli", "serve", "--model", model, "--port", str(self.port),
-               "--kv-cache-memory", str(kv_gib), "--max-num-seqs", "64", *extra]
+               "--kv-cache-memory", str(kv_gib), "--max-num-seqs", "64", "--max-model-len", str(max_model_len),
+               *extra]
         if "--rag-store" not in extra:
             cmd.append("--no-embeddings")  # the embedder serves /v1/embeddings and RAG only
         if quantization:
@@ -128,7 +129,8 @@ def run(target, options: dict[str, Any]) -> dict[str, Any]:
     try:
         if target.kind == "model":
             log_path = Path(o["log_dir"]) / "speed-server.log" if o.get("log_dir") else None
-            server = LocalServer(target.model, target.quantization, o["kv_cache_memory_gib"], log_path)
+            server = LocalServer(target.model, target.quantization, o["kv_cache_memory_gib"], log_path,
+                                 max_model_len=o["max_model_len"])
             server.wait(o["startup_timeout"])
             base, model = server.url + "/v1", target.model
         else:
