@@ -184,6 +184,9 @@ def _goals(result: dict) -> str:
     lines = ["## Goals", ""]
     for key, bound in items:
         m = _find_metric(result, str(key))
+        if not isinstance(bound, dict) or not ({"min", "max"} & set(bound)):  # a goal stated in words
+            lines.append(f"- {key}: {bound}" + (f" (measured {format_metric(m)})" if m else ""))
+            continue
         kind, limit = ("min", bound["min"]) if "min" in bound else ("max", bound.get("max"))
         target = f"{'at least' if kind == 'min' else 'at most'} {format_value(limit, m.unit) if m else limit}"
         if m is None:

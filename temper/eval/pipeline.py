@@ -100,7 +100,7 @@ class Pipeline:
                    "data": a.get("data", []),
                    "settings": {k: recipe.get(k) for k in ("red_team_prompts", "rounds", "helpful_prompts",
                                                             "edgy_prompts", "filter_revisions", "rlaif", "sft")},
-                   "counts": summary.get("counts") or summary.get("data")}]
+                   "counts": summary.get("stages"), "seconds": summary.get("timings_s")}]
         self._provenance(final, stages)
         return str(final)
 

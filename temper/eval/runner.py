@@ -192,4 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in label).strip("-") or "result"
+    """A file name for a label: "served: int4 + guard" -> "served-int4-guard"."""
+    import re
+
+    return re.sub(r"-{2,}", "-", "".join(c if c.isalnum() or c in "-_." else "-" for c in label)).strip("-") or "result"
