@@ -105,7 +105,7 @@ def metric(result: dict, suite_name: str, name: str) -> Metric | None:
     """A metric of a result set, or None when its suite did not run or did not record it."""
     if suite_name == "identity":
         weight_bytes = (result.get("identity") or {}).get(name)
-        return None if weight_bytes is None else Metric(float(weight_bytes), "bytes", False, "weight bytes")
+        return None if weight_bytes is None else Metric(float(weight_bytes), "bytes", False, "weight files on disk")
     entry = suite(result, suite_name)
     raw = ((entry or {}).get("metrics") or {}).get(name)
     if not isinstance(raw, dict) or raw.get("value") is None:

@@ -208,7 +208,7 @@ def _memory(results: list[dict]) -> Section:
         rows.append([Cell(label_of(r)), _num(metric(r, "identity", "weight_bytes")),
                      _num(metric(r, "speed", "rss_bytes")), Cell(str(ident.get("dtype") or "–")),
                      Cell(str(quant.get("method")) if quant else "none")])
-    section.blocks.append(Table(["result set", "weights", "server RSS", "dtype", "quantization"], rows))
+    section.blocks.append(Table(["result set", "weight files on disk", "server RSS", "dtype in memory", "quantization"], rows))
     return section
 
 

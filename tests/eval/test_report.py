@@ -209,7 +209,7 @@ def test_summary_shows_percentages_and_marks_the_best_column(page):
     assert "95% CI 7.5%–17.5%" in harmful[1][2] and "n = 120" in harmful[1][2]
     throughput = by_metric["max output tokens/s"]
     assert ["best" in c[1] for c in throughput] == [False, False, True]  # higher is better here
-    weights = by_metric["weight bytes"]
+    weights = by_metric["weight files on disk"]
     assert weights[2][2].startswith("85.8 MiB") and "best" in weights[2][1]
 
 
