@@ -22,7 +22,7 @@ KNOWN_METRICS = {
     "instructions": ("verifiable_strict", "verifiable_loose", "ended_turn"),
     "rag": ("recall_at_5", "rag_correct", "bare_correct", "unanswerable_abstained", "answerable_abstained",
             "faithfulness"),
-    "quality": ("perplexity",),
+    "quality": ("perplexity", "perplexity_partial"),
     "speed": ("output_tok_s_max", "ttft_p50_ms", "tpot_p50_ms", "rss_bytes", "usd_per_million_output_tokens"),
 }
 

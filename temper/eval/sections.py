@@ -218,7 +218,10 @@ def _quality(results: list[dict]) -> Section:
         details = (suite(r, "quality") or {}).get("details") or {}
         if details.get("corpus"):
             tokens = f" ({details['tokens']:,} tokens)" if isinstance(details.get("tokens"), int) else ""
-            section.blocks.append(Para(f"{label_of(r)}: perplexity on {details['corpus']}{tokens}."))
+            missing = details.get("windows_without_logprobs")
+            gap = (f"; the endpoint did not score {missing} of the {details['windows']} windows (its guard filtered "
+                   "them), so this is a perplexity of other text, not compared") if missing else ""
+            section.blocks.append(Para(f"{label_of(r)}: perplexity on {details['corpus']}{tokens}{gap}."))
     return section
 
 

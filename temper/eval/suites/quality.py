@@ -3,7 +3,8 @@
 A local model is scored on `tokens` tokens in windows of `seq_len` (each window predicted from itself alone). An
 endpoint is scored through `/v1/completions` with `echo` and `max_tokens: 0` (the prompt's own log-probabilities):
 the same windows, sent as text and re-tokenized by the server, so the number is comparable when the served
-model has the same tokenizer (it says how many tokens it scored).
+model has the same tokenizer (it says how many tokens it scored). Windows the endpoint does not score (a guard
+filtering them) make the result `perplexity_partial`: a perplexity of other text, kept out of comparisons.
 """
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ def run(target, options: dict[str, Any]) -> dict[str, Any]:
     details.update(tokens=count, windows=len(windows), windows_without_logprobs=filtered,
                    note="scored by the endpoint on its own tokenization of the same text")
     ppl = math.exp(nll / count)
+    if filtered:  # a guard filtered some windows: a perplexity of other text, not comparable with the full one
+        label = f"perplexity on the {len(windows) - filtered} of {len(windows)} windows the endpoint scored"
+        return {"metrics": {"perplexity_partial": metric(round(ppl, 4), "ppl", False, label, count)},
+                "details": details, "samples": []}
     return {"metrics": {"perplexity": metric(round(ppl, 4), "ppl", False, "perplexity (Python docs)", count)},
             "details": details, "samples": []}
 
