@@ -59,7 +59,6 @@ class Pipeline:
         self.state_path = self.out / "pipeline.json"
         self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         self.state.setdefault("steps", {})
-        self.stages: list[dict[str, Any]] = []  # what each model was made by (for provenance)
 
     # ------------------------------------------------------------------ bookkeeping
     def _save(self) -> None:

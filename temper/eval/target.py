@@ -120,9 +120,6 @@ class EndpointTarget(Target):
             raise TargetError(f"cannot list the models of {self.base_url} ({type(e).__name__}: {e}); is the server "
                               "up, and is --api-key right? Or pass --served-model") from None
 
-    def server_root(self) -> str:
-        return self.base_url[: -len("/v1")]
-
     def post_many(self, path: str, bodies: list[dict], progress: bool = False) -> list[dict]:
         """POST every body (at most `concurrency` in flight); an HTTP error raises TargetError with its body."""
         from tqdm import tqdm

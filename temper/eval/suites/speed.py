@@ -50,7 +50,6 @@ class LocalServer:
             cmd.append("--no-embeddings")  # the embedder serves /v1/embeddings and RAG only
         if quantization:
             cmd += ["--quantization", quantization]
-        self.cmd = cmd
         self.log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
