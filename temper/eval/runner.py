@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 import traceback
 from pathlib import Path
@@ -193,6 +194,4 @@ def run(args: argparse.Namespace) -> int:
 
 def _safe(label: str) -> str:
     """A file name for a label: "served: int4 + guard" -> "served-int4-guard"."""
-    import re
-
     return re.sub(r"-{2,}", "-", "".join(c if c.isalnum() or c in "-_." else "-" for c in label)).strip("-") or "result"

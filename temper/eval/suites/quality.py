@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from temper.eval.suites import SuiteSkipped, metric
+from temper.eval.target import TargetError
 
 DEFAULTS = {"tokens": 16384, "seq_len": 512}
 
@@ -42,7 +43,7 @@ def run(target, options: dict[str, Any]) -> dict[str, Any]:
     bodies = [{"model": target.model, "prompt": w, "max_tokens": 0, "echo": True, "logprobs": 0} for w in windows]
     try:
         responses = target.post_many("/completions", bodies, progress=True)
-    except Exception as e:  # an endpoint without echo scoring (most hosted APIs)
+    except TargetError as e:  # an endpoint without echo scoring (most hosted APIs)
         raise SuiteSkipped(f"the endpoint cannot score a prompt (completions with echo and max_tokens 0): {e}") from e
     nll, count, filtered = 0.0, 0, 0
     for r in responses:
