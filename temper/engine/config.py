@@ -16,7 +16,8 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True  # split long prompts across steps, mixed with decodes
     max_model_len: int | None = None  # context limit; None: the model's
-    # auto: the Triton decode kernel on CUDA where triton is installed, else the portable torch path
+    # auto: the Triton decode kernel on CUDA where triton is installed; on the CPU with fp32 weights the C decode
+    # kernel (built on first use with the system's C compiler); else the portable torch path
     attention_backend: str = "auto"
     cuda_graphs: bool = True  # capture decode steps in CUDA graphs (CUDA with the triton backend)
     max_graph_batch: int = 256  # largest decode batch captured; bigger batches run eagerly
@@ -32,8 +33,8 @@ class EngineConfig:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_num_batched_tokens < 1:
             raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
-        if self.attention_backend not in ("auto", "torch", "triton"):
-            raise ValueError(f"attention_backend must be auto, torch or triton, got {self.attention_backend!r}")
+        if self.attention_backend not in ("auto", "torch", "triton", "cpu"):
+            raise ValueError(f"attention_backend must be auto, torch, triton or cpu, got {self.attention_backend!r}")
         if self.max_graph_batch < 1:
             raise ValueError(f"max_graph_batch must be >= 1, got {self.max_graph_batch}")
         if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:

@@ -5,7 +5,7 @@ import logging
 
 import torch
 
-from temper.engine.attention import BACKENDS, PagedKVCache, TritonPagedContext, triton_available
+from temper.engine.attention import BACKENDS, PagedKVCache, TritonPagedContext, cpu_kernel_available, triton_available
 from temper.engine.attention.torch_paged import StepLayout
 from temper.engine.attention.triton_paged import padded_tables
 from temper.engine.config import EngineConfig
@@ -45,7 +45,7 @@ class ModelRunner:
             raise ValueError(f"the KV cache budget ({budget / 2**20:.0f} MiB) holds {self.num_blocks} blocks of "
                              f"{config.block_size} tokens, fewer than one {max_model_len}-token sequence needs; "
                              "raise kv_cache_memory or lower max_model_len")
-        self.backend = self.choose_backend(config.attention_backend, self.device, model.config.head_dim)
+        self.backend = self.choose_backend(config.attention_backend, self.device, model.config.head_dim, model.dtype)
         self.context_cls = BACKENDS[self.backend]
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.graph_replays = 0  # decode steps that ran as a graph replay
@@ -61,11 +61,25 @@ class ModelRunner:
             self.capture_graphs(max_model_len)
 
     @staticmethod
-    def choose_backend(name: str, device: torch.device, head_dim: int) -> str:
-        """`auto`: the Triton kernel on CUDA where Triton is installed (head_dim a power of two), else torch."""
+    def choose_backend(name: str, device: torch.device, head_dim: int, dtype: torch.dtype = torch.float32) -> str:
+        """`auto`: the Triton kernel on CUDA where Triton is installed (head_dim a power of two); the C kernel on
+        the CPU for an fp32 KV cache where it builds; else torch."""
         pow2 = head_dim >= 16 and head_dim & (head_dim - 1) == 0
         if name == "auto":
-            return "triton" if device.type == "cuda" and triton_available() and pow2 else "torch"
+            if device.type == "cuda":
+                return "triton" if triton_available() and pow2 else "torch"
+            if device.type == "cpu" and dtype == torch.float32:
+                ok, why = cpu_kernel_available()
+                if ok:
+                    return "cpu"
+                log.warning("CPU attention kernel unavailable, using the slower torch path: %s", why)
+            return "torch"
+        if name == "cpu":
+            if device.type != "cpu" or dtype != torch.float32:
+                raise ValueError(f"attention_backend 'cpu' needs an fp32 model on the CPU, got {dtype} on {device}")
+            ok, why = cpu_kernel_available()
+            if not ok:
+                raise ValueError(f"attention_backend 'cpu': {why}")
         if name == "triton":
             if not triton_available():
                 raise ValueError("attention_backend 'triton' needs the triton package (pip install triton)")

@@ -1,0 +1,74 @@
+"""What the paged decode kernels (Triton, C) are checked with: a float64 dense reference and the shapes it runs
+on, and tiny models with a word tokenizer for the engine on each backend."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from temper.engine.llm_engine import LLMEngine
+from temper.engine.sampling_params import SamplingParams
+from temper.models import build_model
+from temper.tokenizer import Tokenizer
+from tests.engine.test_paged_attention import CONFIGS
+
+
+def dense_reference(q, k_pool, v_pool, tables, ctx_lens, block_size, scale, softcap, window):
+    """float64 attention of each sequence's last token over its keys, gathered slot by slot."""
+    H, B, D = q.shape
+    Hkv = k_pool.shape[0]
+    out = torch.zeros(H, B, D, dtype=torch.float64)
+    for b in range(B):
+        n = ctx_lens[b]
+        slots = torch.tensor([tables[b][p // block_size] * block_size + p % block_size for p in range(n)])
+        k = k_pool[:, slots].double().repeat_interleave(H // Hkv, 0)  # (H, n, D)
+        v = v_pool[:, slots].double().repeat_interleave(H // Hkv, 0)
+        s = (k @ q[:, b].double()[:, :, None])[..., 0] * scale  # (H, n)
+        if softcap is not None:
+            s = torch.tanh(s / softcap) * softcap
+        if window is not None:
+            s[:, : max(0, n - window)] = float("-inf")
+        out[:, b] = (s.softmax(-1)[:, :, None] * v).sum(1)
+    return out
+
+
+CASES = {  # heads, kv heads, head_dim, block size, softcap, window
+    "gqa3": (9, 3, 64, 8, None, None),
+    "mha": (4, 4, 32, 16, None, None),
+    "gqa4-window": (8, 2, 64, 8, None, 37),
+    "softcap": (4, 1, 128, 32, 20.0, None),
+}
+
+
+# the paged-attention test's tiny configs, with a 128-word vocabulary and an 11-token window
+MODELS = {"llama": replace(CONFIGS["llama"], vocab_size=128),
+          "gemma3-window": replace(CONFIGS["gemma3-window"], vocab_size=128, sliding_window=11)}
+
+
+def word_tokenizer() -> Tokenizer:
+    """A word-level tokenizer over the tiny models' 128 ids ("w0".."w127"; w1 ends a sequence)."""
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import models, pre_tokenizers
+
+    backend = Backend(models.WordLevel({f"w{i}": i for i in range(128)}, unk_token="w0"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return Tokenizer(backend, eos_token="w1", unk_token="w0")
+
+
+def tiny_model(name: str, device: str):
+    torch.manual_seed(0)
+    model = build_model(MODELS[name])
+    model.reset_buffers()
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    return model.to(device).eval()
+
+
+def run(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
+    ids = [engine.add_request(p, params) for p in prompts]
+    done = {}
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            if out.finished:
+                done[out.request_id] = out
+    return [list(done[i].outputs[0].token_ids) for i in ids]

@@ -1,0 +1,136 @@
+"""The C decode kernel for the CPU (temper/engine/attention/cpu_kernels.c) and the engine on it.
+
+Paged decode attention equals a float64 dense reference (grouped queries, sliding windows, soft-capping, blocks
+scattered over the pool); the engine's greedy output on the `cpu` backend equals the plain forward loop token for
+token through mixed prefill/decode steps, prefix hits and preemption, as it does on the portable `torch` backend;
+`auto` picks the kernel on the CPU and falls back to torch, saying why, where it cannot be built.
+"""
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+import torch
+
+from temper.engine.attention import cpu_paged
+from temper.engine.attention.cpu_paged import KernelBuildError, cpu_kernel_available, paged_decode
+from temper.engine.config import EngineConfig
+from temper.engine.llm_engine import LLMEngine
+from temper.engine.model_runner import ModelRunner
+from temper.engine.sampling_params import SamplingParams
+from temper.generation import generate_ids
+from tests.engine.paged_reference import CASES, MODELS, dense_reference, run, tiny_model, word_tokenizer
+
+AVAILABLE, WHY = cpu_kernel_available()
+needs_kernel = pytest.mark.skipif(not AVAILABLE, reason=f"the C attention kernel cannot be built here: {WHY}")
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", list(CASES))
+@torch.no_grad()
+def test_paged_decode_matches_dense(case):
+    H, Hkv, D, bs, softcap, window = CASES[case]
+    gen = torch.Generator().manual_seed(len(case) * 7919)
+    lengths = [1, 7, bs, bs + 1, 100, 257]
+    num_blocks = sum(-(-n // bs) for n in lengths) + 5
+    free = list(range(num_blocks))
+    random.Random(0).shuffle(free)  # blocks scattered over the pool
+    tables = [[free.pop() for _ in range(-(-n // bs))] for n in lengths]
+    k_pool = torch.randn(Hkv, num_blocks * bs, D, generator=gen)
+    v_pool = torch.randn(Hkv, num_blocks * bs, D, generator=gen)
+    q = torch.randn(H, len(lengths) + 3, D, generator=gen)  # extra packed tokens that are not decode rows
+    rows = [2, 0, 5, 1, 8, 4]
+    scale = D ** -0.5
+    expected = dense_reference(q[:, rows], k_pool, v_pool, tables, lengths, bs, scale, softcap, window)
+
+    width = max(map(len, tables))
+    block_tables = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
+    out = torch.full_like(q, float("nan"))  # poisoned: every decode row must be written
+    paged_decode(q, k_pool, v_pool, out, torch.tensor(rows, dtype=torch.int32), block_tables,
+                 torch.tensor(lengths, dtype=torch.int32), bs, scale, softcap, window)
+    got = out[:, rows].double()
+    assert not got.isnan().any()
+    error = ((got - expected).norm() / expected.norm()).item()
+    assert error < 1e-5, f"relative error {error:.2e}"
+    others = [i for i in range(q.shape[1]) if i not in rows]
+    assert out[:, others].isnan().all(), "the kernel wrote rows that are not decode rows"
+
+
+@needs_kernel
+def test_paged_decode_zero_context_writes_zeros_and_bad_input_is_refused():
+    q = torch.randn(4, 2, 16)
+    pool = torch.randn(2, 32, 16)
+    out = torch.full_like(q, float("nan"))
+    paged_decode(q, pool, pool, out, torch.tensor([1], dtype=torch.int32), torch.zeros(1, 1, dtype=torch.int32),
+                 torch.tensor([0], dtype=torch.int32), 16, 0.25, None, None)
+    assert (out[:, 1] == 0).all() and out[:, 0].isnan().all()
+    with pytest.raises(ValueError, match="fp32"):
+        paged_decode(q.bfloat16(), pool, pool, out, torch.tensor([1], dtype=torch.int32),
+                     torch.zeros(1, 1, dtype=torch.int32), torch.tensor([1], dtype=torch.int32), 16, 0.25, None, None)
+    with pytest.raises(ValueError, match="int32"):
+        paged_decode(q, pool, pool, out, torch.tensor([1]), torch.zeros(1, 1, dtype=torch.int32),
+                     torch.tensor([1], dtype=torch.int32), 16, 0.25, None, None)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("cpu", marks=needs_kernel), "torch"])
+@pytest.mark.parametrize("name", list(MODELS))
+@torch.no_grad()
+def test_engine_matches_loop(name, backend):
+    model = tiny_model(name, "cpu")
+    tok = word_tokenizer()
+    rng = random.Random(1)
+    shared = [rng.randrange(2, 128) for _ in range(40)]  # a common prefix: prefix-cache hits on the second run
+    prompts = [shared + [rng.randrange(2, 128) for _ in range(rng.randrange(1, 60))] for _ in range(6)]
+    params = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
+    reference = [list(generate_ids(model, p, params, frozenset())) for p in prompts]
+    # 16-token chunks mixed with decodes; a pool small enough that some sequences are preempted
+    config = EngineConfig(attention_backend=backend, block_size=8, max_num_batched_tokens=16,
+                          kv_cache_memory=40 * 8 * 2 * 2 * 2 * 16 * 4, max_model_len=160)
+    engine = LLMEngine(model, tok, config)
+    assert engine.runner.backend == backend
+    assert run(engine, prompts, params) == reference
+    assert run(engine, prompts, params) == reference  # again, with the prefix cached
+    stats = engine.stats()
+    assert stats.num_preemptions > 0 and stats.prefix_hit_rate > 0
+
+
+@needs_kernel
+def test_auto_picks_the_kernel_for_fp32_on_cpu_and_torch_otherwise():
+    cpu = torch.device("cpu")
+    assert ModelRunner.choose_backend("auto", cpu, 64, torch.float32) == "cpu"
+    assert ModelRunner.choose_backend("auto", cpu, 64, torch.bfloat16) == "torch"
+    with pytest.raises(ValueError, match="fp32 model on the CPU"):
+        ModelRunner.choose_backend("cpu", cpu, 64, torch.bfloat16)
+
+
+def test_auto_falls_back_to_torch_when_the_kernel_cannot_build(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("TEMPER_CACHE_DIR", str(tmp_path))  # no built library to reuse
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setattr(cpu_paged.shutil, "which", lambda name: None)
+    cpu_paged.load_library.cache_clear()
+    try:
+        with pytest.raises(KernelBuildError, match="no C compiler"):
+            cpu_paged.load_library()
+        with caplog.at_level(logging.WARNING, logger="temper.engine.model_runner"):
+            assert ModelRunner.choose_backend("auto", torch.device("cpu"), 64, torch.float32) == "torch"
+        assert "no C compiler" in caplog.text
+        with pytest.raises(ValueError, match="no C compiler"):
+            ModelRunner.choose_backend("cpu", torch.device("cpu"), 64, torch.float32)
+    finally:
+        cpu_paged.load_library.cache_clear()
+
+
+@needs_kernel
+def test_a_compile_error_is_reported(monkeypatch, tmp_path):
+    bad = tmp_path / "bad.c"
+    bad.write_text("int paged_decode_f32( { this is not C }\n")
+    monkeypatch.setenv("TEMPER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_paged, "SOURCE", bad)
+    cpu_paged.load_library.cache_clear()
+    try:
+        with pytest.raises(KernelBuildError, match="building bad.c failed"):
+            cpu_paged.load_library()
+        assert not list((tmp_path / "kernels").glob("*.so")), "a failed build left a library behind"
+    finally:
+        cpu_paged.load_library.cache_clear()
