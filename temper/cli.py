@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-num-batched-tokens", type=int, default=512, help="token budget of one engine step")
     p.add_argument("--max-model-len", type=int, default=None, help="context limit (default: the model's)")
     p.add_argument("--no-prefix-caching", action="store_true", help="turn the prefix cache off")
+    p.add_argument("--attention-backend", choices=("auto", "torch", "triton", "cpu"), default="auto",
+                   help="decode attention: auto (default) picks the Triton kernel on CUDA and the C kernel for "
+                        "fp32 on the CPU (built on first use with the system's C compiler), else torch")
     p.add_argument("--max-queued", type=int, default=512,
                    help="requests allowed to wait beyond the running batch; more get 429 (default: 512)")
     p.add_argument("--request-timeout", type=float, default=600.0, metavar="S",

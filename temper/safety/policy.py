@@ -2,7 +2,8 @@
 
 ```yaml
 block_message: "I can't help with that request."
-stream_check_chars: 48            # streamed output is checked each time this many new characters arrived
+stream_check_chars: 48            # streamed output is checked each time this many new characters arrived,
+stream_first_check_chars: 1       # ... and first as soon as this many exist (the client's time to first token)
 input:                            # the messages of a request (user turns; assistant turns with the reply head)
   - check: harm                   # harm classifier (decodes base64/rot13/leetspeak/reversed text first)
     action: block                 # block | flag (log and count only) | redact (pii only)
@@ -82,6 +83,7 @@ class Policy:
     output: tuple[CheckPolicy, ...] = ()
     block_message: str = DEFAULT_BLOCK_MESSAGE
     stream_check_chars: int = 48
+    stream_first_check_chars: int = 1
     models: str | None = None  # folder of trained heads (None: the cache)
     source: str = "<dict>"
 
@@ -89,7 +91,7 @@ class Policy:
         return getattr(self, name)
 
 
-_TOP_KEYS = {"block_message", "stream_check_chars", "models", *STAGES}
+_TOP_KEYS = {"block_message", "stream_check_chars", "stream_first_check_chars", "models", *STAGES}
 _CHECK_KEYS = {"check", "action", "threshold", "message", "categories", "types", "style", "restore",
                "request_threshold"}
 
@@ -180,8 +182,11 @@ def parse_policy(raw: Any, source: str = "<dict>") -> Policy:
     every = raw.get("stream_check_chars", 48)
     if not isinstance(every, int) or not 1 <= every <= 4096:
         raise _fail(source, "stream_check_chars", f"{every!r}: an integer in [1, 4096]")
+    first = raw.get("stream_first_check_chars", 1)
+    if not isinstance(first, int) or isinstance(first, bool) or not 1 <= first <= 4096:
+        raise _fail(source, "stream_first_check_chars", f"{first!r}: an integer in [1, 4096]")
     models = raw.get("models")
-    return Policy(**stages, block_message=message, stream_check_chars=every,
+    return Policy(**stages, block_message=message, stream_check_chars=every, stream_first_check_chars=first,
                   models=None if models is None else str(models), source=source)
 
 

@@ -100,6 +100,20 @@ def test_stream_stops_before_harmful_text(guard_models):
     assert full.startswith(released) and len(released) < len(benign) + 40, released
 
 
+def test_stream_starts_after_the_first_check_not_a_whole_window(guard_models):
+    # the first check runs as soon as any text exists (the client's time to first token), later ones every
+    # stream_check_chars new characters
+    guard = _guard(guard_models, {"stream_check_chars": 32, "output": [{"check": "harm"}]})
+    monitor = guard.monitor()
+    assert monitor.feed("Sure") == "Sure"
+    assert [monitor.feed(w) for w in (", here", " is", " a")] == ["", "", ""]
+    assert monitor.feed(" recipe for a lovely apple pie.") == ", here is a recipe for a lovely apple pie."
+    assert len([v for v in monitor.verdicts if v.check == "harm"]) == 2
+    waiting = _guard(guard_models, {"stream_check_chars": 32, "stream_first_check_chars": 32,
+                                    "output": [{"check": "harm"}]}).monitor()
+    assert waiting.feed("Sure") == "" and waiting.finish() == "Sure"
+
+
 def test_stream_passes_benign_text_whole(guard_models):
     guard = _guard(guard_models, {"stream_check_chars": 16, "output": [{"check": "harm"}, {"check": "pii"}]})
     text = "Preheat the oven to 190 C. Cream the butter and sugar, add the eggs, then fold in the chips. " * 2

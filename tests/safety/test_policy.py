@@ -31,6 +31,7 @@ def test_default_policy_parses():
     ({"output": [{"check": "pii", "restore": True}]}, "output[0].restore", "only pii on input"),
     ({"input": [{"check": "harm", "colour": "red"}]}, "input[0]", "unknown key(s) ['colour']"),
     ({"stream_check_chars": 0}, "stream_check_chars", "an integer in [1, 4096]"),
+    ({"stream_first_check_chars": "soon"}, "stream_first_check_chars", "an integer in [1, 4096]"),
     ({"block_message": ""}, "block_message", "non-empty string"),
 ])
 def test_policy_errors_name_the_key(raw, where, says):
