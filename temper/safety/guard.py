@@ -12,6 +12,7 @@ with `GuardMetrics`, counted for Prometheus. Checks are one function each in `CH
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from temper.safety import pii
 from temper.safety.classifiers import GuardModels
 from temper.safety.policy import CheckPolicy, Policy, load_policy
+
+# the end of a text that may be a placeholder (`<EMAIL_1>`) still arriving
+_PARTIAL_PLACEHOLDER = re.compile(r"<[A-Z_]*\d*$")
 
 log = logging.getLogger("temper.safety")
 
@@ -254,6 +258,7 @@ class OutputMonitor:
         self.checked = 0  # characters of self.text that passed the checks
         self.blocked = False
         self.verdicts: list[Verdict] = []
+        self._unrestored = ""  # released text that ends in what may be the start of a placeholder
         pii_cp = next((cp for cp in guard.policy.output if cp.check == "pii" and cp.action == "redact"), None)
         self._redactor = pii.StreamRedactor(types=pii_cp.types, style=pii_cp.style) if pii_cp else None
         self._model_checks = [cp for cp in guard.policy.output if cp.check != "pii" or cp.action == "block"]
@@ -274,8 +279,8 @@ class OutputMonitor:
         if self.blocked:
             return ""
         out = self._check_and_release() if len(self.text) > self.checked else ""
-        if not self.blocked and self._redactor is not None:
-            out += self._restore(self._redactor.flush())
+        if not self.blocked:
+            out += self._restore(self._redactor.flush() if self._redactor is not None else "", final=True)
         return out
 
     def _check_and_release(self) -> str:
@@ -291,6 +296,13 @@ class OutputMonitor:
         new, self.checked = self.text[self.checked:], len(self.text)
         return self._restore(self._redactor.feed(new) if self._redactor else new)
 
-    def _restore(self, text: str) -> str:
+    def _restore(self, text: str, final: bool = False) -> str:
+        """Put the caller's originals back, holding a placeholder that may be cut (`<EM` now, `AIL_1>` later)."""
         d = self.decision
-        return d.vault.restore(text) if d is not None and d.restore else text
+        if d is None or not d.restore:
+            return text
+        text, self._unrestored = self._unrestored + text, ""
+        cut = None if final else _PARTIAL_PLACEHOLDER.search(text)
+        if cut is not None:
+            text, self._unrestored = text[:cut.start()], text[cut.start():]
+        return d.vault.restore(text)
