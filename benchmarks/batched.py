@@ -1,6 +1,7 @@
 """Batched decode, the way llama.cpp's `llama-batched-bench` measures it, with llama.cpp in the same run.
 
-    python benchmarks/batched.py [--npl 1,16,32,64,128] [--npp 128] [--ntg 128] [--no-llamacpp]
+    python benchmarks/batched.py [--npl 1,16,32,64,128] [--npp 128] [--ntg 128] [--backends auto,torch]
+                                 [--no-llamacpp]
 
 For each parallel level B: B sequences of npp random prompt tokens are prefilled (one engine step: the token
 budget is B * npp), then decode ntg tokens each (ignore EOS). S_PP = B * npp / prefill seconds; S_TG = B * (ntg
@@ -32,13 +33,13 @@ from temper.models.registry import resolve  # noqa: E402
 LLAMACPP = Path(os.environ.get("LLAMACPP_DIR", Path.home() / ".cache/temper/llama.cpp")) / "bin"
 
 
-def temper_level(loaded, B: int, npp: int, ntg: int, seed: int) -> dict:
+def temper_level(loaded, B: int, npp: int, ntg: int, seed: int, backend: str = "auto") -> dict:
     vocab = loaded.config.vocab_size
     g = torch.Generator().manual_seed(seed)
     prompts = torch.randint(100, vocab - 100, (B, npp), generator=g).tolist()
     config = EngineConfig(max_num_seqs=B, max_num_batched_tokens=max(B * npp, 512), enable_prefix_caching=False,
                           max_model_len=npp + ntg + 16,
-                          kv_cache_memory=B * (npp + ntg + 16) * 46080 + (64 << 20))
+                          kv_cache_memory=B * (npp + ntg + 16) * 46080 + (64 << 20), attention_backend=backend)
     engine = LLMEngine(loaded.model, loaded.tokenizer, config)
     engine.add_request([1, 2, 3], SamplingParams(max_tokens=2))
     while engine.has_unfinished_requests():  # warm-up: first-use costs stay out of the timing
@@ -54,7 +55,7 @@ def temper_level(loaded, B: int, npp: int, ntg: int, seed: int) -> dict:
         engine.step()
     t2 = time.perf_counter()
     pp, tg = t1 - t0, t2 - t1
-    return {"engine": "temper fp32", "B": B, "t_pp": pp, "s_pp": B * npp / pp, "t_tg": tg,
+    return {"engine": f"temper fp32 {engine.runner.backend}", "B": B, "t_pp": pp, "s_pp": B * npp / pp, "t_tg": tg,
             "s_tg": B * (ntg - 1) / tg, "s": B * (npp + ntg) / (pp + tg)}
 
 
@@ -83,6 +84,8 @@ def main() -> None:
     ap.add_argument("--npl", default="1,16,32,64,128", help="parallel sequences, comma-separated")
     ap.add_argument("--npp", type=int, default=128, help="prompt tokens per sequence")
     ap.add_argument("--ntg", type=int, default=128, help="generated tokens per sequence")
+    ap.add_argument("--backends", default="auto",
+                    help="temper attention backends to run, comma-separated (auto, cpu, torch)")
     ap.add_argument("--no-llamacpp", action="store_true")
     args = ap.parse_args()
     levels = [int(x) for x in args.npl.split(",")]
@@ -92,12 +95,13 @@ def main() -> None:
     rows = []
     print(f"{args.model}, npp {args.npp}, ntg {args.ntg}, {threads} threads, torch {torch.__version__}, commit "
           + subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip())
-    print(f"{'engine':16} {'B':>4} {'PP s':>8} {'S_PP t/s':>9} {'TG s':>8} {'S_TG t/s':>9} {'S t/s':>8}")
-    show = lambda r: print(f"{r['engine']:16} {r['B']:4d} {r['t_pp']:8.2f} {r['s_pp']:9.1f} {r['t_tg']:8.2f} "  # noqa: E731
+    print(f"{'engine':18} {'B':>4} {'PP s':>8} {'S_PP t/s':>9} {'TG s':>8} {'S_TG t/s':>9} {'S t/s':>8}")
+    show = lambda r: print(f"{r['engine']:18} {r['B']:4d} {r['t_pp']:8.2f} {r['s_pp']:9.1f} {r['t_tg']:8.2f} "  # noqa: E731
                            f"{r['s_tg']:9.1f} {r['s']:8.1f}", flush=True)
-    for B in levels:
-        rows.append(temper_level(loaded, B, args.npp, args.ntg, seed=B))
-        show(rows[-1])
+    for backend in args.backends.split(","):
+        for B in levels:
+            rows.append(temper_level(loaded, B, args.npp, args.ntg, seed=B, backend=backend))
+            show(rows[-1])
     if not args.no_llamacpp and path.suffix == ".gguf":
         for r in llamacpp_levels(path, levels, args.npp, args.ntg, threads):
             rows.append(r)
