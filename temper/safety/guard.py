@@ -258,6 +258,7 @@ class OutputMonitor:
         self.checked = 0  # characters of self.text that passed the checks
         self.blocked = False
         self.verdicts: list[Verdict] = []
+        self.released = False  # whether any text went out yet
         self._unrestored = ""  # released text that ends in what may be the start of a placeholder
         pii_cp = next((cp for cp in guard.policy.output if cp.check == "pii" and cp.action == "redact"), None)
         self._redactor = pii.StreamRedactor(types=pii_cp.types, style=pii_cp.style) if pii_cp else None
@@ -269,7 +270,9 @@ class OutputMonitor:
             return ""
         self.text += delta
         policy = self.guard.policy
-        wait = policy.stream_check_chars if self.checked else policy.stream_first_check_chars
+        # until some text went out, check at every delta past the first threshold (the PII redactor holds back
+        # the last token, so a first check may pass and still release nothing)
+        wait = policy.stream_check_chars if self.released else policy.stream_first_check_chars
         if len(self.text) - self.checked < wait:
             return ""
         return self._check_and_release()
@@ -294,7 +297,9 @@ class OutputMonitor:
                 self.guard.metrics.blocked.labels("output").inc()
             return ""
         new, self.checked = self.text[self.checked:], len(self.text)
-        return self._restore(self._redactor.feed(new) if self._redactor else new)
+        out = self._restore(self._redactor.feed(new) if self._redactor else new)
+        self.released = self.released or bool(out)
+        return out
 
     def _restore(self, text: str, final: bool = False) -> str:
         """Put the caller's originals back, holding a placeholder that may be cut (`<EM` now, `AIL_1>` later)."""

@@ -109,6 +109,10 @@ def test_stream_starts_after_the_first_check_not_a_whole_window(guard_models):
     assert [monitor.feed(w) for w in (", here", " is", " a")] == ["", "", ""]
     assert monitor.feed(" recipe for a lovely apple pie.") == ", here is a recipe for a lovely apple pie."
     assert len([v for v in monitor.verdicts if v.check == "harm"]) == 2
+    # with the PII redactor (which holds back the last token) the first text goes out at the second delta
+    redacting = _guard(guard_models, {"stream_check_chars": 32, "output": [{"check": "harm"}, {"check": "pii"}]})
+    monitor = redacting.monitor()
+    assert [monitor.feed(w) for w in ("A", " hash", " table", " is")] == ["", "A ", "", ""]
     waiting = _guard(guard_models, {"stream_check_chars": 32, "stream_first_check_chars": 32,
                                     "output": [{"check": "harm"}]}).monitor()
     assert waiting.feed("Sure") == "" and waiting.finish() == "Sure"
