@@ -13,7 +13,7 @@ Three binary heads and one category head share the packaged all-MiniLM-L6-v2 enc
 A head is a one-hidden-layer MLP (384 -> 128 -> 1) trained full-batch with AdamW on window embeddings; a text's score
 is the maximum over its windows. Thresholds are chosen on the dev split (best F1 with at most 5% false positives on
 the dev benign-edgy prompts) and saved with the weights. Nothing is downloaded: `train()` takes about two minutes on
-a 2-core CPU and writes ``<cache>/safety/guard-v1`` (see `default_path`), which `GuardModels.load()` reads.
+a 2-core CPU and writes ``<cache>/safety/guard-v2`` (see `default_path`), which `GuardModels.load()` reads.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from temper.safety.encoder import TextEncoder
 from temper.safety.normalize import views
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2
 BINARY_HEADS = ("harm_prompt", "harm_response", "attack")
 HIDDEN = 128
 
@@ -46,7 +46,7 @@ class GuardModelsMissing(TemperError):
 
 
 def default_path() -> Path:
-    """Where the trained heads live: <cache>/safety/guard-v1 (cache: $TEMPER_CACHE_DIR or ~/.cache/temper)."""
+    """Where the trained heads live: <cache>/safety/guard-v2 (cache: $TEMPER_CACHE_DIR or ~/.cache/temper)."""
     return cache_dir() / "safety" / f"guard-v{FORMAT}"
 
 
@@ -205,6 +205,7 @@ def training_sets(split: str, sharegpt: int = 3000) -> dict[str, tuple[list[str]
     jail = [_render(t.text, harmful[i % len(harmful)]) for i, t in enumerate(templates)]
     jail += [p.text for p in data.wild_jailbreaks(split)]
     injected, clean = _injection_sets()[split]
+    clean = clean + data.raw_documents(split)
 
     def head(pos: list[str], neg: list[str], hard: list[str]) -> tuple[list[str], list[int], list[float]]:
         texts = pos + neg + hard

@@ -310,6 +310,25 @@ def injection_documents(max_docs: int = 400, seed: int = 0) -> list[str]:
     return paras[:max_docs]
 
 
+def raw_documents(split: str, max_docs: int = 600, chars: int = 1200, seed: int = 0) -> list[str]:
+    """Slices of the Python docs' reST as they are, markup and all (tables, link targets, code, directives), label
+    0 for the attack head: clean documents a server is sent to read or score (the `temper eval` quality suite
+    sends held-out docs windows as completion prompts; trained on prose paragraphs only, the attack head blocked
+    3 of its 32 windows, an ASCII table among them). Only temper.quant's calibration files: the held-out ones stay
+    unseen. Empty without python3.11-doc."""
+    from temper.quant.corpus import corpus_available, corpus_files
+
+    _check_split(split)
+    if not corpus_available():
+        return []
+    slices = []
+    for path in corpus_files()[0]:
+        text = path.read_text(errors="replace")
+        slices += [text[i: i + chars] for i in range(0, len(text) - chars // 2, chars)]
+    random.Random(seed).shuffle(slices)
+    return [t for t in slices[: max_docs] if t.strip() and split_of(t) == split]
+
+
 def _prose_paragraphs(text: str) -> Iterator[str]:
     """Paragraphs of reST that read as prose (no directives, code or tables), 200 to 1200 characters."""
     for para in re.split(r"\n\s*\n", text):

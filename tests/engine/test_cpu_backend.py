@@ -134,3 +134,16 @@ def test_a_compile_error_is_reported(monkeypatch, tmp_path):
         assert not list((tmp_path / "kernels").glob("*.so")), "a failed build left a library behind"
     finally:
         cpu_paged.load_library.cache_clear()
+
+
+@needs_kernel
+def test_an_unwritable_cache_is_a_build_error(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("TEMPER_CACHE_DIR", str(blocker))  # <cache>/kernels cannot be made under a file
+    cpu_paged.load_library.cache_clear()
+    try:
+        with pytest.raises(KernelBuildError, match="set TEMPER_CACHE_DIR"):
+            cpu_paged.load_library()
+    finally:
+        cpu_paged.load_library.cache_clear()

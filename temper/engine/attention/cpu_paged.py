@@ -74,8 +74,12 @@ def load_library() -> ctypes.CDLL:
         raise KernelBuildError(f"the C attention kernel is built for Linux only, not {platform.system()}")
     path = library_path()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        except OSError as e:
+            raise KernelBuildError(f"cannot write the kernel to {path.parent} ({e.strerror}); set TEMPER_CACHE_DIR "
+                                   "to a writable folder") from e
         os.close(fd)
         try:
             result = subprocess.run([_compiler(), *CFLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True,
