@@ -22,7 +22,7 @@ from temper.engine.config import EngineConfig
 from temper.engine.llm_engine import LLMEngine
 from temper.engine.sampling_params import SamplingParams
 from temper.generation import generate_ids
-from tests.engine.paged_reference import CASES, MODELS, dense_reference, run, tiny_model, word_tokenizer
+from tests.engine.paged_reference import CASES, MODELS, check_paged_decode, run, tiny_model, word_tokenizer
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -34,35 +34,9 @@ from tests.engine.paged_reference import CASES, MODELS, dense_reference, run, ti
 ])
 @torch.no_grad()
 def test_paged_decode_matches_dense(case, device, dtype):
-    H, Hkv, D, bs, softcap, window = CASES[case]
-    gen = torch.Generator().manual_seed(hash(case) & 0xFFFF)
-    lengths = [1, 7, bs, bs + 1, 100, 257]
-    num_blocks = sum(-(-n // bs) for n in lengths) + 5
-    free = list(range(num_blocks))
-    random.Random(0).shuffle(free)  # blocks scattered over the pool
-    tables = [[free.pop() for _ in range(-(-n // bs))] for n in lengths]
-    k_pool = torch.randn(Hkv, num_blocks * bs, D, generator=gen)
-    v_pool = torch.randn(Hkv, num_blocks * bs, D, generator=gen)
-    q = torch.randn(H, len(lengths) + 3, D, generator=gen)  # extra packed tokens that are not decode rows
-    rows = [2, 0, 5, 1, 8, 4]
-    scale = D ** -0.5
-    expected = dense_reference(q[:, rows], k_pool, v_pool, tables, lengths, bs, scale, softcap, window)
-
-    width = max(map(len, tables))
-    block_tables = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
-    out = torch.full_like(q, float("nan"), dtype=dtype, device=device)  # poisoned: every decode row must be written
-    paged_decode(q.to(device, dtype), k_pool.to(device, dtype), v_pool.to(device, dtype), out,
-                 torch.tensor(rows, dtype=torch.int32, device=device), block_tables.to(device),
-                 torch.tensor(lengths, dtype=torch.int32, device=device), bs, scale, softcap, window)
-    got = out[:, rows].double().cpu()
-    assert not got.isnan().any()
-    error = ((got - expected).norm() / expected.norm()).item()
-    assert error < (1e-5 if dtype == torch.float32 else 1e-2), f"relative error {error:.2e}"
-    others = [i for i in range(q.shape[1]) if i not in rows]
-    assert out[:, others].isnan().all(), "the kernel wrote rows that are not decode rows"
+    check_paged_decode(paged_decode, case, device, dtype)
 
 
-# ---------------------------------------------------------------------------------------------- the engine
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("device", DEVICES)
 @torch.no_grad()

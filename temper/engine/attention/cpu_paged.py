@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from temper.engine.attention.torch_paged import PagedKVCache, StepLayout, TorchPagedContext
-from temper.engine.attention.triton_paged import padded_tables
+from temper.engine.attention.triton_paged import TritonPagedContext
 
 log = logging.getLogger(__name__)
 
@@ -141,31 +140,10 @@ def paged_decode(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, ou
         raise MemoryError("the CPU attention kernel could not allocate its scratch buffers")
 
 
-class CpuPagedContext(TorchPagedContext):
-    """Chunks through the portable path, decode rows through the C kernel."""
+class CpuPagedContext(TritonPagedContext):
+    """Chunks through the portable path, decode rows through the C kernel (the Triton context's step layout, with
+    this module's `paged_decode`)."""
 
-    torch_decodes = False
-
-    def __init__(self, cache: PagedKVCache, layout: StepLayout, positions: torch.Tensor,
-                 windows: set[int | None]):
-        super().__init__(cache, layout, positions, windows)
-        offsets = [0]
-        for n in layout.query_lens:
-            offsets.append(offsets[-1] + n)
-        decode = [b for b, n in enumerate(layout.query_lens) if n == 1]
-        self.decode_rows = torch.tensor([offsets[b] for b in decode], dtype=torch.int32)
-        self.block_tables = padded_tables([layout.block_tables[b] for b in decode])
-        self.context_lens = torch.tensor([layout.context_lens[b] for b in decode], dtype=torch.int32)
-
-    def attend(self, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        self.store(attn, k, v)
-        queries = q[0]
-        if queries.stride(-1) != 1:
-            queries = queries.contiguous()
-        out = torch.empty_like(queries)
-        if self.parts.get(attn.window):
-            self.attend_parts(attn, queries, out)
-        paged_decode(queries, self.cache.k[attn.layer], self.cache.v[attn.layer], out, self.decode_rows,
-                     self.block_tables, self.context_lens, self.cache.block_size, attn.scale, attn.softcap,
-                     attn.window)
-        return out[None]
+    @staticmethod
+    def decode_kernel():
+        return paged_decode

@@ -60,9 +60,15 @@ class TritonPagedContext(TorchPagedContext):
         ctx.context_lens = context_lens
         return ctx
 
-    def attend(self, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def decode_kernel():
+        """The `paged_decode` function that attends the decode rows (a subclass may bring its own)."""
         from temper.engine.attention.triton_kernels import paged_decode
 
+        return paged_decode
+
+    def attend(self, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        paged_decode = self.decode_kernel()
         self.store(attn, k, v)
         queries = q[0]
         if queries.stride(-1) != 1:
