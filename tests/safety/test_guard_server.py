@@ -70,7 +70,9 @@ def test_benign_request_is_served_and_counted(guarded):
 
 def test_stream_cut_mid_reply_ends_cleanly(smollm2_loaded, guard_models):  # noqa: F811
     # an output threshold every reply crosses: the first check fires, the stream must end cleanly at once
-    policy = {"stream_check_chars": 24, "output": [{"check": "harm", "threshold": 1e-6, "request_threshold": 0}]}
+    # (the first check on 24 characters too: a one-word first delta can score under even this threshold)
+    policy = {"stream_check_chars": 24, "stream_first_check_chars": 24,
+              "output": [{"check": "harm", "threshold": 1e-6, "request_threshold": 0}]}
     live = _serve(smollm2_loaded, Guard(parse_policy(policy), guard_models))
     try:
         with httpx.stream("POST", f"{live.url}/v1/chat/completions", timeout=60, json={
