@@ -106,3 +106,29 @@ def run(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams) -> 
             if out.finished:
                 done[out.request_id] = out
     return [list(done[i].outputs[0].token_ids) for i in ids]
+
+
+def check_engine_matches_loop(name: str, device: str, backend: str) -> LLMEngine:
+    """The engine's greedy output on `backend` equals the plain forward loop token for token: 16-token prefill
+    chunks mixed with decodes, a pool small enough that some sequences are preempted, then the same prompts again
+    with their shared prefix cached. Returns the engine for backend-specific checks."""
+    import random
+
+    from temper.engine.config import EngineConfig
+    from temper.generation import generate_ids
+
+    model = tiny_model(name, device)
+    rng = random.Random(1)
+    shared = [rng.randrange(2, 128) for _ in range(40)]  # a common prefix: prefix-cache hits on the second run
+    prompts = [shared + [rng.randrange(2, 128) for _ in range(rng.randrange(1, 60))] for _ in range(6)]
+    params = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
+    reference = [list(generate_ids(model, p, params, frozenset())) for p in prompts]
+    config = EngineConfig(attention_backend=backend, block_size=8, max_num_batched_tokens=16,
+                          kv_cache_memory=40 * 8 * 2 * 2 * 2 * 16 * 4, max_model_len=160)
+    engine = LLMEngine(model, word_tokenizer(), config)
+    assert engine.runner.backend == backend
+    assert run(engine, prompts, params) == reference
+    assert run(engine, prompts, params) == reference  # again, with the prefix cached
+    stats = engine.stats()
+    assert stats.num_preemptions > 0 and stats.prefix_hit_rate > 0
+    return engine

@@ -8,22 +8,25 @@ token through mixed prefill/decode steps, prefix hits and preemption, as it does
 from __future__ import annotations
 
 import logging
-import random
 
 import pytest
 import torch
 
 from temper.engine.attention import cpu_paged
 from temper.engine.attention.cpu_paged import KernelBuildError, cpu_kernel_available, paged_decode
-from temper.engine.config import EngineConfig
-from temper.engine.llm_engine import LLMEngine
 from temper.engine.model_runner import ModelRunner
-from temper.engine.sampling_params import SamplingParams
-from temper.generation import generate_ids
-from tests.engine.paged_reference import CASES, MODELS, check_paged_decode, run, tiny_model, word_tokenizer
+from tests.engine.paged_reference import CASES, MODELS, check_engine_matches_loop, check_paged_decode
 
 AVAILABLE, WHY = cpu_kernel_available()
 needs_kernel = pytest.mark.skipif(not AVAILABLE, reason=f"the C attention kernel cannot be built here: {WHY}")
+
+
+@pytest.fixture
+def unloaded():
+    """The kernel's load cache emptied before the test (which breaks the build) and again after it."""
+    cpu_paged.load_library.cache_clear()
+    yield
+    cpu_paged.load_library.cache_clear()
 
 
 @needs_kernel
@@ -53,22 +56,7 @@ def test_paged_decode_zero_context_writes_zeros_and_bad_input_is_refused():
 @pytest.mark.parametrize("name", list(MODELS))
 @torch.no_grad()
 def test_engine_matches_loop(name, backend):
-    model = tiny_model(name, "cpu")
-    tok = word_tokenizer()
-    rng = random.Random(1)
-    shared = [rng.randrange(2, 128) for _ in range(40)]  # a common prefix: prefix-cache hits on the second run
-    prompts = [shared + [rng.randrange(2, 128) for _ in range(rng.randrange(1, 60))] for _ in range(6)]
-    params = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
-    reference = [list(generate_ids(model, p, params, frozenset())) for p in prompts]
-    # 16-token chunks mixed with decodes; a pool small enough that some sequences are preempted
-    config = EngineConfig(attention_backend=backend, block_size=8, max_num_batched_tokens=16,
-                          kv_cache_memory=40 * 8 * 2 * 2 * 2 * 16 * 4, max_model_len=160)
-    engine = LLMEngine(model, tok, config)
-    assert engine.runner.backend == backend
-    assert run(engine, prompts, params) == reference
-    assert run(engine, prompts, params) == reference  # again, with the prefix cached
-    stats = engine.stats()
-    assert stats.num_preemptions > 0 and stats.prefix_hit_rate > 0
+    check_engine_matches_loop(name, "cpu", backend)
 
 
 @needs_kernel
@@ -80,46 +68,34 @@ def test_auto_picks_the_kernel_for_fp32_on_cpu_and_torch_otherwise():
         ModelRunner.choose_backend("cpu", cpu, 64, torch.bfloat16)
 
 
-def test_auto_falls_back_to_torch_when_the_kernel_cannot_build(monkeypatch, tmp_path, caplog):
+def test_auto_falls_back_to_torch_when_the_kernel_cannot_build(monkeypatch, tmp_path, caplog, unloaded):
     monkeypatch.setenv("TEMPER_CACHE_DIR", str(tmp_path))  # no built library to reuse
     monkeypatch.setenv("CC", "/nonexistent/cc")
     monkeypatch.setattr(cpu_paged.shutil, "which", lambda name: None)
-    cpu_paged.load_library.cache_clear()
-    try:
-        with pytest.raises(KernelBuildError, match="no C compiler"):
-            cpu_paged.load_library()
-        with caplog.at_level(logging.WARNING, logger="temper.engine.model_runner"):
-            assert ModelRunner.choose_backend("auto", torch.device("cpu"), 64, torch.float32) == "torch"
-        assert "no C compiler" in caplog.text
-        with pytest.raises(ValueError, match="no C compiler"):
-            ModelRunner.choose_backend("cpu", torch.device("cpu"), 64, torch.float32)
-    finally:
-        cpu_paged.load_library.cache_clear()
+    with pytest.raises(KernelBuildError, match="no C compiler"):
+        cpu_paged.load_library()
+    with caplog.at_level(logging.WARNING, logger="temper.engine.model_runner"):
+        assert ModelRunner.choose_backend("auto", torch.device("cpu"), 64, torch.float32) == "torch"
+    assert "no C compiler" in caplog.text
+    with pytest.raises(ValueError, match="no C compiler"):
+        ModelRunner.choose_backend("cpu", torch.device("cpu"), 64, torch.float32)
 
 
 @needs_kernel
-def test_a_compile_error_is_reported(monkeypatch, tmp_path):
+def test_a_compile_error_is_reported(monkeypatch, tmp_path, unloaded):
     bad = tmp_path / "bad.c"
     bad.write_text("int paged_decode_f32( { this is not C }\n")
     monkeypatch.setenv("TEMPER_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(cpu_paged, "SOURCE", bad)
-    cpu_paged.load_library.cache_clear()
-    try:
-        with pytest.raises(KernelBuildError, match="building bad.c failed"):
-            cpu_paged.load_library()
-        assert not list((tmp_path / "kernels").glob("*.so")), "a failed build left a library behind"
-    finally:
-        cpu_paged.load_library.cache_clear()
+    with pytest.raises(KernelBuildError, match="building bad.c failed"):
+        cpu_paged.load_library()
+    assert not list((tmp_path / "kernels").glob("*.so")), "a failed build left a library behind"
 
 
 @needs_kernel
-def test_an_unwritable_cache_is_a_build_error(monkeypatch, tmp_path):
+def test_an_unwritable_cache_is_a_build_error(monkeypatch, tmp_path, unloaded):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("TEMPER_CACHE_DIR", str(blocker))  # <cache>/kernels cannot be made under a file
-    cpu_paged.load_library.cache_clear()
-    try:
-        with pytest.raises(KernelBuildError, match="set TEMPER_CACHE_DIR"):
-            cpu_paged.load_library()
-    finally:
-        cpu_paged.load_library.cache_clear()
+    with pytest.raises(KernelBuildError, match="set TEMPER_CACHE_DIR"):
+        cpu_paged.load_library()
