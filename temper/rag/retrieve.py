@@ -1,7 +1,8 @@
 """Hybrid retrieval: dense (the store's vector search) + BM25 (bm25s), fused by reciprocal rank, then MMR.
 
 Dense search finds paraphrases ("print JSON nicely" -> indent); BM25 finds rare exact terms (identifiers, error
-names) that a 384-dim sentence embedding blurs. Reciprocal rank fusion (Cormack et al., 2009) adds 1 / (60 + rank)
+names) that a 384-dim sentence embedding blurs; its words are stemmed (Snowball English, PyStemmer) so that
+"pretty-printed" finds "pretty-print". Reciprocal rank fusion (Cormack et al., 2009) adds 1 / (60 + rank)
 from each list: it needs no score calibration between the two, which is why it is the usual choice.
 
 The BM25 index is built from the store's chunks (heading path + text) and cached per collection generation: in
@@ -48,8 +49,23 @@ def _bm25s():
     return bm25s
 
 
+# what the lexical side's tokens are: part of the on-disk cache key, so that a change here rebuilds old indexes
+LEXICAL_TOKENIZER = "bm25s-en-stopwords+snowball-english"
+_stemmer = None
+
+
+def _stem():
+    """The Snowball English stemmer (PyStemmer): "printed", "printing", "prints" all match "print"."""
+    global _stemmer
+    if _stemmer is None:
+        import Stemmer
+
+        _stemmer = Stemmer.Stemmer("english").stemWords
+    return _stemmer
+
+
 def _tokenize(texts: Sequence[str]) -> list[list[str]]:
-    return _bm25s().tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
+    return _bm25s().tokenize(list(texts), stopwords="en", stemmer=_stem(), return_ids=False, show_progress=False)
 
 
 class Retriever:
@@ -187,7 +203,7 @@ class Retriever:
 
     def _store_key(self, collection: str) -> str:
         where = getattr(self.store, "path", None) or getattr(self.store, "cache_identity", None) or id(self.store)
-        return hashlib.blake2b(f"{type(self.store).__name__}\0{where}\0{collection}".encode(),
+        return hashlib.blake2b(f"{type(self.store).__name__}\0{where}\0{collection}\0{LEXICAL_TOKENIZER}".encode(),
                                digest_size=8).hexdigest()
 
 

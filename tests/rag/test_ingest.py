@@ -95,6 +95,9 @@ def test_hybrid_retrieval_on_the_ingested_docs(ingestor, corpus, tmp_path):
         assert all(h.dense_score is not None for h in hits)
     # an exact identifier: BM25 finds it
     assert "X-Zorblax-Token" in retriever.retrieve("X-Zorblax-Token", "zx2", k=1, mode="bm25")[0].chunk.text
+    # words are stemmed on both sides: "mascots" finds "mascot", "otters" finds "otter"
+    assert "otter" in retriever.retrieve("mascots otters", "zx2", k=1, mode="bm25")[0].chunk.text
+    assert retriever.bm25("mascots otters", "zx2", 3) == retriever.bm25("mascot otter", "zx2", 3)
     # filters apply to both sides of the fusion
     hits = retriever.retrieve("Zorblax", "zx2", k=5, where={"path": "faq.html"})
     assert hits and all(h.chunk.metadata["path"] == "faq.html" for h in hits)
