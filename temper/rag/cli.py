@@ -71,6 +71,8 @@ def add_parser(sub: argparse._SubParsersAction, add_model_args) -> argparse.Argu
     store_arg(q)
     add_model_args(q)
     q.add_argument("--qa", default=None, help="QA jsonl (default: the packaged Python 3.11 docs set)")
+    q.add_argument("--qrels", default=None, help="judged relevant passages for the QA set, jsonl of id, source, "
+                                                 "evidence (default: the packaged ones with the packaged set)")
     q.add_argument("--root", default=None, help="the folder QA sources are relative to "
                                                 "(default: /usr/share/doc/python3.11/html)")
     q.add_argument("-k", "--top-k", type=int, default=5)

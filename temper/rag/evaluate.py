@@ -2,8 +2,9 @@
 
 Retrieval (per answerable question, binary relevance): a chunk is relevant when it comes from the question's source
 page and holds at least half of the evidence phrase's word trigrams (so evidence cut by a chunk boundary still
-counts). recall@k: a relevant chunk in the top k; MRR@10; nDCG@k with the ideal ranking over every relevant chunk
-of the page.
+counts), or does the same for one of the question's judged passages (pooled relevance judgments, qaset.py).
+recall@k: a relevant chunk in the top k; MRR@10; nDCG@k with the ideal ranking over every relevant chunk of the
+pages involved. Each mode is also scored with the item's own evidence only (`strict`).
 
 Answers: correct when the reply contains the reference answer or an accepted form (normalized); for unanswerable
 questions, correct means abstaining. Faithfulness: share of the answer's sentences that the support judge
@@ -37,11 +38,18 @@ def trigrams(text: str) -> set[tuple[str, ...]]:
     return {tuple(w[i:i + 3]) for i in range(max(len(w) - 2, 1))} if w else set()
 
 
-def relevant(chunk: Chunk, item: QAItem) -> bool:
-    if not item.source or not _same_page(chunk, item.source):
-        return False
-    ev = trigrams(item.evidence or "")
-    return bool(ev) and len(ev & trigrams(chunk.embed_text)) >= 0.5 * len(ev)
+def relevant(chunk: Chunk, item: QAItem, strict: bool = False) -> bool:
+    """Does chunk hold the item's evidence (or, unless strict, one of its judged passages) on the right page?"""
+    passages = [(item.source, item.evidence)] if strict else [(item.source, item.evidence), *item.judged]
+    text = None
+    for source, evidence in passages:
+        if not source or not _same_page(chunk, source):
+            continue
+        ev = trigrams(evidence or "")
+        text = trigrams(chunk.embed_text) if text is None else text
+        if ev and len(ev & text) >= 0.5 * len(ev):
+            return True
+    return False
 
 
 def _same_page(chunk: Chunk, source: str) -> bool:
@@ -71,22 +79,24 @@ def evaluate_retrieval(retriever: Retriever, collection: str, items: Sequence[QA
                        k: int = 10, mmr_lambda: float | None = None) -> dict[str, Any]:
     store = retriever.store
     answerable = [it for it in items if it.answerable]
-    ideal = []
+    ideal, ideal_strict = [], []
     for it in answerable:
-        page = list(store.iter_chunks(collection, {"path": it.source}))
-        ideal.append(sum(relevant(c, it) for c in page))
+        pages = dict.fromkeys([it.source, *(source for source, _ in it.judged)])
+        page_chunks = [c for source in pages for c in store.iter_chunks(collection, {"path": source})]
+        ideal.append(sum(relevant(c, it) for c in page_chunks))
+        ideal_strict.append(sum(relevant(c, it, strict=True) for c in page_chunks))
     results: dict[str, Any] = {"questions": len(answerable),
-                               "questions_without_relevant_chunk": sum(m == 0 for m in ideal)}
+                               "judged_passages": sum(len(it.judged) for it in answerable),
+                               "questions_without_relevant_chunk": sum(m == 0 for m in ideal_strict)}
     for mode in modes if answerable else []:  # a set of unanswerable questions only has no retrieval metrics
         t0 = time.perf_counter()
-        ranked = []
-        best_scores = []
-        for it in answerable:
-            hits = retriever.retrieve(it.question, collection, k=max(k, 10), mode=mode, mmr_lambda=mmr_lambda)
-            ranked.append([relevant(h.chunk, it) for h in hits])
-            best_scores.append(max((h.dense_score or 0.0) for h in hits) if hits else 0.0)
+        hits_per_item = [retriever.retrieve(it.question, collection, k=max(k, 10), mode=mode, mmr_lambda=mmr_lambda)
+                         for it in answerable]
         ms = (time.perf_counter() - t0) / max(len(answerable), 1) * 1000
-        results[mode] = {**retrieval_metrics(ranked, ideal), "ms_per_query": round(ms, 1)}
+        ranked = [[relevant(h.chunk, it) for h in hits] for it, hits in zip(answerable, hits_per_item)]
+        strict = [[relevant(h.chunk, it, strict=True) for h in hits] for it, hits in zip(answerable, hits_per_item)]
+        results[mode] = {**retrieval_metrics(ranked, ideal), "ms_per_query": round(ms, 1),
+                         "strict": retrieval_metrics(strict, ideal_strict)}
     return results
 
 
@@ -227,7 +237,7 @@ def evaluate_unsolvable(llm_generate: Any, items: Sequence[dict]) -> dict[str, A
 
 
 def run_cli(args: argparse.Namespace, store: VectorStore, retriever: Retriever) -> int:
-    items = load_qa(args.qa)
+    items = load_qa(args.qa, args.qrels)
     if args.limit:
         items = items[:args.limit]
     root = Path(args.root) if args.root else PYTHON_DOCS_ROOT
@@ -236,6 +246,7 @@ def run_cli(args: argparse.Namespace, store: VectorStore, retriever: Retriever) 
         print(f"warning: {len(problems)} QA items don't match the corpus, e.g. {problems[0]}")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     results: dict[str, Any] = {"collection": args.collection, "qa": args.qa or "python_docs_qa.jsonl",
+                               "qrels": args.qrels or (None if args.qa else "python_docs_qrels.jsonl"),
                                "k": args.top_k, "retrieval": evaluate_retrieval(retriever, args.collection, items,
                                                                                  modes, k=args.top_k)}
     _print_retrieval(results["retrieval"], modes)
@@ -265,9 +276,10 @@ def run_cli(args: argparse.Namespace, store: VectorStore, retriever: Retriever) 
 
 
 def _print_retrieval(r: dict, modes: Sequence[str]) -> None:
-    cols = ["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@5", "ms_per_query"]
-    print(f"retrieval on {r['questions']} answerable questions "
-          f"({r['questions_without_relevant_chunk']} have no chunk holding their evidence)")
-    print(f"{'mode':8}" + "".join(f"{c:>12}" for c in cols))
+    cols = ["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@5"]
+    print(f"retrieval on {r['questions']} answerable questions, {r['judged_passages']} judged passages "
+          f"({r['questions_without_relevant_chunk']} questions have no chunk holding their own evidence)")
+    print(f"{'mode':16}" + "".join(f"{c:>10}" for c in [*cols, "ms/query"]))
     for m in modes if r["questions"] else []:
-        print(f"{m:8}" + "".join(f"{r[m][c]:>12}" for c in cols))
+        print(f"{m:16}" + "".join(f"{r[m][c]:>10}" for c in cols) + f"{r[m]['ms_per_query']:>10}")
+        print(f"{'  strict':16}" + "".join(f"{r[m]['strict'][c]:>10}" for c in cols))

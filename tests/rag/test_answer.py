@@ -95,6 +95,11 @@ def test_relevance_needs_the_page_and_most_of_the_evidence():
     assert not relevant(hit("members will be pretty printed with that indent level", 2).chunk, item)  # other page
     assert not relevant(hit("an unrelated paragraph about sockets", 1).chunk, item)
     assert len(trigrams("a b c d")) == 2
+    # a judged passage on another page counts, except for strict relevance
+    item.judged.append(("p2.md", "print(json.dumps(obj, indent=4)) prints it over several lines"))
+    other = hit("For example print(json.dumps(obj, indent=4)) prints it over several lines.", 2).chunk
+    assert relevant(other, item) and not relevant(other, item, strict=True)
+    assert not relevant(hit("print(json.dumps(obj, indent=4)) prints it over several lines", 3).chunk, item)
 
 
 def test_is_correct_on_answers_and_accepted_forms():
@@ -119,6 +124,32 @@ def test_the_packaged_qa_set():
     items = load_qa()
     assert len(items) >= 150 and sum(not i.answerable for i in items) >= 30
     assert len({i.source for i in items if i.answerable}) >= 100
+    # pooled judgments ride along with the packaged set, only on answerable items, and can be left out
+    assert sum(len(i.judged) for i in items) >= 200 and not any(i.judged for i in items if not i.answerable)
+    assert not any(i.judged for i in load_qa(qrels=False))
+
+
+def test_judged_passages_files(tmp_path):
+    from temper.rag.qaset import QASetError, check_evidence
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"id": "a", "question": "q?", "answer": "x", "source": "p.html", "evidence": "alpha beta gamma"}\n'
+                  '{"id": "u", "question": "q2?", "answer": null, "source": null, "evidence": null, '
+                  '"answerable": false}\n')
+    qrels = tmp_path / "qrels.jsonl"
+    qrels.write_text('{"id": "a", "source": "o.html", "evidence": "delta epsilon zeta"}\n'
+                     '{"id": "gone", "source": "o.html", "evidence": "ignored: not in this set"}\n')
+    items = load_qa(qa, qrels)
+    assert items[0].judged == [("o.html", "delta epsilon zeta")] and load_qa(qa)[0].judged == []
+    (tmp_path / "p.html").write_text("<p>alpha <b>beta</b> gamma</p>")
+    (tmp_path / "o.html").write_text("<p>delta epsilon</p>")
+    assert check_evidence(items, tmp_path) == ["a: evidence 'delta epsilon zeta' is not on o.html"]
+    qrels.write_text('{"id": "u", "source": "o.html", "evidence": "delta epsilon"}\n')
+    with pytest.raises(QASetError, match="unanswerable"):
+        load_qa(qa, qrels)
+    qrels.write_text('{"id": "a", "source": "o.html"}\n')
+    with pytest.raises(QASetError, match="qrels.jsonl:1: not a judged passage"):
+        load_qa(qa, qrels)
 
 
 def test_unsolvable_items_parse_evals_samples():
@@ -176,4 +207,4 @@ def test_retrieval_eval_of_a_set_without_answerable_questions():
     from types import SimpleNamespace
 
     assert evaluate_retrieval(SimpleNamespace(store=None), "c", unanswerable, ["hybrid"]) == {
-        "questions": 0, "questions_without_relevant_chunk": 0}
+        "questions": 0, "judged_passages": 0, "questions_without_relevant_chunk": 0}

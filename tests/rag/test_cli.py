@@ -72,6 +72,8 @@ def test_eval_on_a_small_qa_set(kb, tmp_path):
     assert out.returncode == 0, out.stderr
     r = json.loads(results.read_text())["retrieval"]
     assert r["hybrid"]["recall@1"] == 1.0 and r["dense"]["mrr@10"] == 1.0
+    assert r["hybrid"]["strict"]["recall@1"] == 1.0 and r["judged_passages"] == 0
+    assert "strict" in out.stdout
 
 
 def test_remove(kb):

@@ -3,7 +3,8 @@
 Questions: the answerable ones whose source page is in the collection (up to `questions`), and `unanswerable`
 questions whose answer is in no page. For each: retrieve the top `k` sources, answer from them with citations
 (or abstain), and score
-- recall@k: a retrieved source holds the question's evidence phrase (temper.rag.evaluate.relevant);
+- recall@k: a retrieved source holds the question's evidence phrase or one of its judged passages
+  (temper.rag.evaluate.relevant);
 - rag_correct: the answer states the reference answer (temper.rag.evaluate.is_correct), not abstaining;
 - bare_correct: the same model without retrieval (local models only: an endpoint's chat would go through RAG
   only when asked, so it is measured too, as the plain chat completion);
