@@ -9,16 +9,20 @@ questions, most of them hard negatives (another entity, number, unit, language o
 word, and the same thing asked a different question: who vs when, install vs configure, time vs space complexity):
 
 - benchmarks/data/semantic_pairs.jsonl, split "dev": the development set. The guard's rules were written while
-  reading its false hits and `DEFAULT_THRESHOLD` was chosen on it, so its numbers are optimistic.
-- benchmarks/data/semantic_pairs_heldout.jsonl, split "heldout": written before the current rules, on new topics and
-  phrasings, sharing no text with the dev set, and evaluated once with the frozen rules and threshold. Its numbers are
-  the result.
+  reading its false hits, so its numbers are optimistic.
+- benchmarks/data/semantic_pairs_heldout.jsonl, split "heldout": written before the first rules, on new topics and
+  phrasings, sharing no text with the dev set, and evaluated once with the first frozen rules and threshold (0.78:
+  67.2% hits, 3.4% false hits, docs/gateway.md). Its false hits then led to three more rules (a negation count,
+  comparisons "X than Y" as direction, four opposite pairs), so since then it is development data too:
+  `DEFAULT_THRESHOLD` is chosen on dev + heldout together.
+- benchmarks/data/semantic_pairs_fresh.jsonl, split "fresh": 360 pairs written afterwards by someone who had not
+  seen the other sets or the rules, evaluated once with the rules and threshold frozen. Its numbers are the result.
 
 Both sides of a pair are embedded with the packaged MiniLM (`embed_key`); a pair is a hit when `semantic_match` says
 the cached answer to one may serve the other, with and without the key-term guard. Reported: the threshold table on
 both sets, the threshold the dev set picks (the highest guarded hit rate with at most --max-false-hit false hits),
-hit and false-hit rates at `DEFAULT_THRESHOLD` with Wilson 95% intervals, per-kind rates and the held-out false hits,
-latency per lookup, and one JSON line with the held-out numbers.
+hit and false-hit rates at `DEFAULT_THRESHOLD` with Wilson 95% intervals, per-kind rates and the false hits,
+latency per lookup, and one JSON line with the fresh numbers.
 """
 from __future__ import annotations
 
@@ -38,8 +42,10 @@ from temper.gateway.semantic import DEFAULT_THRESHOLD, embed_key, guard_mismatch
 from temper.stats import wilson_interval
 
 DATA = Path(__file__).parent / "data"
-FILES = {"dev": DATA / "semantic_pairs.jsonl", "heldout": DATA / "semantic_pairs_heldout.jsonl"}
+FILES = {"dev": DATA / "semantic_pairs.jsonl", "heldout": DATA / "semantic_pairs_heldout.jsonl",
+         "fresh": DATA / "semantic_pairs_fresh.jsonl"}
 SPLITS = tuple(FILES)
+CHOOSE_ON = ("dev", "heldout")  # the development data; "fresh" is the test
 GOAL_HIT, GOAL_FALSE_HIT = 0.60, 0.01
 
 
@@ -84,7 +90,7 @@ def choose_threshold(pairs: list[dict], grid: np.ndarray, max_false_hit: float) 
 def sweep(by_split: dict[str, list[dict]], grid: np.ndarray) -> dict:
     table = {}
     print(f"\n{'':>6}" + "".join(f"{s + (' +guard' if g else ''):>22}" for s in SPLITS for g in (False, True)))
-    print(f"{'thresh':>6}" + f"{'hit':>11}{'false hit':>11}" * 4)
+    print(f"{'thresh':>6}" + f"{'hit':>11}{'false hit':>11}" * 2 * len(SPLITS))
     for th in grid:
         row = {f"{s}{'_guard' if g else ''}": rates(by_split[s], float(th), g) for s in SPLITS for g in (False, True)}
         table[round(float(th), 2)] = row
@@ -144,7 +150,8 @@ def plot(table: dict, path: str, threshold: float) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for key, style in (("dev", "C0--"), ("dev_guard", "C0-"), ("heldout", "C1--"), ("heldout_guard", "C1-")):
+    for key, style in (("dev", "C0--"), ("dev_guard", "C0-"), ("heldout", "C1--"), ("heldout_guard", "C1-"),
+                       ("fresh", "C2--"), ("fresh_guard", "C2-")):
         xs = [row[key]["false_hit_rate"] for row in table.values()]
         ys = [row[key]["hit_rate"] for row in table.values()]
         ax.plot(xs, ys, style, marker=".", label=key.replace("_guard", " + guard"))
@@ -164,13 +171,16 @@ def plot(table: dict, path: str, threshold: float) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dev", type=Path, default=FILES["dev"], help="the development pairs (JSONL)")
-    ap.add_argument("--heldout", type=Path, default=FILES["heldout"], help="the held-out pairs (JSONL)")
+    ap.add_argument("--heldout", type=Path, default=FILES["heldout"], help="the first held-out pairs (JSONL)")
+    ap.add_argument("--fresh", type=Path, default=FILES["fresh"], help="the test pairs (JSONL)")
     ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="the threshold to report")
-    ap.add_argument("--max-false-hit", type=float, default=0.0,
-                    help="false-hit rate allowed when choosing on dev (0: the rules were fitted on dev's false hits)")
+    ap.add_argument("--max-false-hit", type=float, default=0.005,
+                    help="false-hit rate allowed when choosing on dev + heldout (half the goal's 1%%: the rules were "
+                         "fitted on their false hits)")
     ap.add_argument("--plot", default=None, help="PNG path for the hit rate vs false-hit rate curves")
     args = ap.parse_args()
-    by_split = {"dev": load_pairs(args.dev, "dev"), "heldout": load_pairs(args.heldout, "heldout")}
+    by_split = {"dev": load_pairs(args.dev, "dev"), "heldout": load_pairs(args.heldout, "heldout"),
+                "fresh": load_pairs(args.fresh, "fresh")}
     pairs = [p for s in SPLITS for p in by_split[s]]
     embedder = Embedder.load()
     start = time.perf_counter()
@@ -185,9 +195,9 @@ def main() -> int:
 
     grid = np.round(np.arange(0.60, 0.995, 0.01), 2)
     table = sweep(by_split, grid)
-    chosen = choose_threshold(by_split["dev"], grid, args.max_false_hit)
-    print(f"\nchosen on dev (highest guarded hit rate with false-hit rate <= {args.max_false_hit:.1%}): {chosen:.2f}; "
-          f"reported threshold: {args.threshold:.2f}")
+    chosen = choose_threshold([p for s in CHOOSE_ON for p in by_split[s]], grid, args.max_false_hit)
+    print(f"\nchosen on {' + '.join(CHOOSE_ON)} (highest guarded hit rate with false-hit rate <= "
+          f"{args.max_false_hit:.1%}): {chosen:.2f}; reported threshold: {args.threshold:.2f}")
     out: dict = {"threshold": args.threshold, "dev_choice": chosen}
     print(f"{'at ' + format(args.threshold, '.2f'):<18}{'hit rate [95% CI]':>26}{'false-hit rate [95% CI]':>30}")
     for s in SPLITS:
@@ -200,31 +210,32 @@ def main() -> int:
                   f"{r['false_hits']:>3}/{r['non_equivalent']:<3}")
             out.setdefault(s, {})["guard" if enable_guard else "no_guard"] = r
     by_kind(by_split["dev"], "dev", args.threshold)
-    out["heldout"]["false_hits_by_kind"] = by_kind(by_split["heldout"], "heldout", args.threshold)
+    by_kind(by_split["heldout"], "heldout", args.threshold)
+    out["fresh"]["false_hits_by_kind"] = by_kind(by_split["fresh"], "fresh", args.threshold)
     for s in SPLITS:
         list_false_hits(by_split[s], s, args.threshold)
-    # NOTE: for the record only, never for choosing: the threshold the held-out set itself would pick
-    strict = [th for th in grid if table[round(float(th), 2)]["heldout_guard"]["false_hit_rate"] <= GOAL_FALSE_HIT]
+    # NOTE: for the record only, never for choosing: the threshold the test set itself would pick
+    strict = [th for th in grid if table[round(float(th), 2)]["fresh_guard"]["false_hit_rate"] <= GOAL_FALSE_HIT]
     if strict:
         th = round(float(min(strict)), 2)
-        r = table[th]["heldout_guard"]
-        out["heldout_picked_on_heldout"] = {"threshold": th, "hit_rate": round(r["hit_rate"], 4),
-                                            "false_hit_rate": round(r["false_hit_rate"], 4)}
-        print(f"\n(picked on heldout, not a result) lowest threshold with heldout false hits <= "
+        r = table[th]["fresh_guard"]
+        out["fresh_picked_on_fresh"] = {"threshold": th, "hit_rate": round(r["hit_rate"], 4),
+                                        "false_hit_rate": round(r["false_hit_rate"], 4)}
+        print(f"\n(picked on fresh, not a result) lowest threshold with fresh false hits <= "
               f"{GOAL_FALSE_HIT:.0%}: {th:.2f}, hits {r['hit_rate']:.3f}, false hits {r['false_hit_rate']:.3f}")
-    out["latency"] = latency(embedder, by_split["heldout"][:200])
+    out["latency"] = latency(embedder, by_split["fresh"][:200])
     lat = out["latency"]
     print(f"\nlatency per lookup on CPU ({lat['queries']} queries, one at a time): embed p50 {lat['embed_p50_ms']} ms, "
           f"p95 {lat['embed_p95_ms']} ms; guard per candidate p50 {lat['guard_p50_ms']} ms, p95 {lat['guard_p95_ms']} "
           f"ms; embed + guard p50 {lat['lookup_p50_ms']} ms, p95 {lat['lookup_p95_ms']} ms")
     if args.plot:
         plot(table, args.plot, args.threshold)
-    held = out["heldout"]["guard"]
+    held = out["fresh"]["guard"]
     out["goal_met"] = held["hit_rate"] >= GOAL_HIT and held["false_hit_rate"] <= GOAL_FALSE_HIT
     out["goal_met_at_upper_ci"] = held["hit_rate_ci95"][0] >= GOAL_HIT and held["false_hit_rate_ci95"][1] <= GOAL_FALSE_HIT
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             check=False).stdout.strip()
-    print(json.dumps({"bench": "semantic_cache", "split": "heldout",
+    print(json.dumps({"bench": "semantic_cache", "split": "fresh",
                       "machine": platform.processor() or platform.machine(), "commit": commit,
                       "embedder": "all-minilm-l6-v2", "pairs": {s: len(by_split[s]) for s in SPLITS}, **out}))
     return 0

@@ -11,8 +11,8 @@ ever refuse a hit, so their cost is missed paraphrases (a typo in a name, "2" vs
 never a wrong answer. They are lexical: a few microseconds per pair, no second model call.
 
 `benchmarks/semantic_cache.py` measures hit and false-hit rates per threshold on the development pairs
-(benchmarks/data/semantic_pairs.jsonl), on which the rules and `DEFAULT_THRESHOLD` were chosen, and reports a
-held-out set (benchmarks/data/semantic_pairs_heldout.jsonl) written before the rules and evaluated once.
+(benchmarks/data/semantic_pairs.jsonl and semantic_pairs_heldout.jsonl), on which the rules and `DEFAULT_THRESHOLD`
+were chosen, and reports a test set (benchmarks/data/semantic_pairs_fresh.jsonl) written blind and evaluated once.
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
-# NOTE: chosen on the development pairs by benchmarks/semantic_cache.py (similarities of `embed_key` vectors): the
-# threshold with the highest guarded hit rate and *no* false hit (dev: 0.804 hits, 180/224; 0/287 false hits). Zero,
-# not 1%, because the rules were written while reading the dev set's false hits, so its false-hit rate is optimistic.
-DEFAULT_THRESHOLD = 0.78
+# NOTE: chosen by benchmarks/semantic_cache.py on the development pairs (dev + the first held-out set; similarities of
+# `embed_key` vectors): the threshold with the highest guarded hit rate whose false-hit rate is at most 0.5%, half
+# the 1% goal, because the rules were written while reading those pairs' false hits (0.85: 65.6% hits, 275/419;
+# 0.41% false hits, 3/724). The fresh pairs, written blind and evaluated once, are the result (docs/gateway.md).
+DEFAULT_THRESHOLD = 0.85
 
 _QUOTED = re.compile(r"\"([^\"]+)\"|“([^”]+)”|‘([^’]+)’|(?<![\w])'([^']+)'(?!\w)")
 _SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|\s+[-–—]\s+")
@@ -107,7 +108,8 @@ _OPPOSITES = [("max", "min"), ("maximum", "minimum"), ("maximize", "minimize"), 
               ("before", "after"), ("above", "below"), ("positive", "negative"), ("true", "false"),
               ("early", "late"), ("cheap", "expensive"), ("strong", "weak"), ("left", "right"),
               ("north", "south"), ("east", "west"), ("enter", "exit"), ("input", "output"),
-              ("freeze", "thaw"), ("in", "out"), ("on", "off")]  # particles: log in/out, zoom in/out, turn on/off
+              ("freeze", "thaw"), ("tighten", "loosen"), ("tight", "loose"), ("hide", "show"), ("hide", "unhide"),
+              ("in", "out"), ("on", "off")]  # particles: log in/out, zoom in/out, turn on/off
 # Prefix pairs that make opposites of the same stem: install/uninstall, enable/disable, import/export, ...
 _OPPOSING_PREFIXES = [("", "un"), ("", "dis"), ("", "non"), ("", "anti"), ("in", "de"), ("in", "ex"), ("im", "ex"),
                       ("en", "de"), ("en", "dis"), ("up", "down"), ("upper", "lower"), ("over", "under"),
@@ -218,6 +220,7 @@ class KeyTerms:
     languages: frozenset[str]
     units: frozenset[tuple[str, str]]  # (unit, "source" | "target")
     is_negated: bool
+    negations: int  # how many negation words: "can run without X" (1) and "can't run without X" (2) differ
     links: tuple[tuple[frozenset[str], frozenset[str]], ...]  # (from side, to side) of each "X to/in Y"
     question_types: frozenset[str]  # "person", "time", "place", "reason", "manner", "amount", "duration", ...
     lexicon_names: frozenset[str]  # languages, nationalities, countries, in any case ("german", "new zealand")
@@ -319,14 +322,15 @@ def _window(words: list[str], start: int, step: int, size: int = 2) -> set[str]:
 
 
 def _links(sentences: list[list[str]]) -> list[tuple[frozenset[str], frozenset[str]]]:
-    """(source words, target words) around each "to"/"into"/"in", the words after an earlier "from" as sources."""
+    """(source words, target words) around each "to"/"into"/"in"/"than", the words after an earlier "from" as
+    sources ("X faster than Y" and "Y faster than X" are a swap too)."""
     links = []
     for words in sentences:
         origin: set[str] = set()
         for i, w in enumerate(words):
             if w == "from":
                 origin = _window(words, i + 1, 1)
-            elif w in ("to", "into", "in"):
+            elif w in ("to", "into", "in", "than"):
                 left, right = _window(words, i - 1, -1) | origin, _window(words, i + 1, 1)
                 if left and right:
                     links.append((frozenset(left - right), frozenset(right - left)))
@@ -451,6 +455,7 @@ def key_terms(text: str) -> KeyTerms:
         languages=frozenset(_languages(tokens, bool(_TEMPERATURE_CONTEXT.search(unquoted)))),
         units=frozenset(_units(unquoted, words)),
         is_negated=any(w in _NEGATIONS or w.endswith("n't") for w in words),
+        negations=sum(w in _NEGATIONS or w.endswith("n't") for w in words),
         links=tuple(_links([[t.casefold() for t in s] for s in sentences])),
         question_types=frozenset(_question_types(sentences)),
         lexicon_names=frozenset(_lexicon_names(_flatten(unquoted))),
@@ -501,8 +506,9 @@ def units_differ(a: KeyTerms, b: KeyTerms) -> bool:
 
 
 def negation_differs(a: KeyTerms, b: KeyTerms) -> bool:
-    """A negation on one side only inverts the question: foods that are (not) safe during pregnancy."""
-    return a.is_negated != b.is_negated
+    """A negation on one side only inverts the question: foods that are (not) safe during pregnancy; so does one
+    more negation on one side (apps that can / can't run without internet)."""
+    return a.is_negated != b.is_negated or a.negations != b.negations
 
 
 def _opposite_stems(x: str, y: str) -> bool:

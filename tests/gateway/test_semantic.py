@@ -52,6 +52,10 @@ ALLOWED = [
 
 # (query, cached, a rule that must fire): same template, different answer.
 REFUSED = [
+    ("Which apps can run without internet?", "Which apps can't run without internet?", "negation"),
+    ("Why is my upload slower than my download?", "Why is my download slower than my upload?", "direction"),
+    ("How to tighten a loose faucet handle", "How to loosen a tight faucet handle", "opposites"),
+    ("How do I hide the taskbar in Windows 11?", "How do I show the taskbar in Windows 11?", "opposites"),
     ("What is 30% of 150?", "What is 35% of 150?", "numbers"),
     ("Who was the third king of Prussia?", "Who was the fourth king of Prussia?", "numbers"),
     ("how do i get the top three results", "how do i get the top 4 results", "numbers"),
@@ -115,6 +119,7 @@ def test_key_terms():
     assert key_terms("What is 100 degrees F in C?").units == {("fahrenheit", "source"), ("celsius", "target")}
     assert not key_terms("it's my friend's car").is_negated
     assert key_terms("it can't fail").is_negated
+    assert key_terms("it can't run without power").negations == 2 and key_terms("run without power").negations == 1
 
 
 def test_question_types():
