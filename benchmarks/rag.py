@@ -5,8 +5,9 @@ latency of the embedded store and pgvector at 10k and 100k chunks.
     eval $(.ci/pgvector.sh); python benchmarks/rag.py --work /tmp/rag-bench --pg "$TEMPER_PG_DSN"
 
 1. Ingest /usr/share/doc/python3.11/html (530 pages) into a fresh SQLite store: pages/s, chunks/s, bytes.
-2. Retrieval on the packaged QA set (temper/rag/data/python_docs_qa.jsonl): recall@k, MRR, nDCG for dense, BM25,
-   hybrid (RRF) and hybrid + MMR.
+2. Retrieval on the packaged QA set (temper/rag/data/python_docs_qa.jsonl with its judged passages,
+   python_docs_qrels.jsonl): recall@k, MRR, nDCG for dense, BM25, hybrid (RRF) and hybrid + MMR, with judged and
+   strict relevance.
 3. Abstention threshold: the best source's cosine similarity separates answerable from unanswerable questions
    how well? The threshold is chosen on one half of the questions (by id hash) and scored on the other.
 4. Latency: the ingested chunks and their vectors are replicated (sources renamed, vectors unchanged) into
@@ -191,11 +192,13 @@ def main() -> None:
     ret = evaluate_retrieval(retriever, "pydocs", items, ["dense", "bm25", "hybrid"], k=10)
     ret["hybrid+mmr0.7"] = evaluate_retrieval(retriever, "pydocs", items, ["hybrid"], k=10, mmr_lambda=0.7)["hybrid"]
     out["retrieval"] = ret
-    print(f"\nretrieval on {ret['questions']} answerable questions")
-    cols = ["recall@1", "recall@3", "recall@5", "recall@10", "mrr@10", "ndcg@5", "ms_per_query"]
-    print(f"{'mode':16}" + "".join(f"{c:>11}" for c in cols))
+    print(f"\nretrieval on {ret['questions']} answerable questions ({ret['judged_passages']} judged passages; "
+          f"'strict': each question's own evidence phrase only)")
+    cols = ["recall@1", "recall@3", "recall@5", "recall@10", "mrr@10", "ndcg@5"]
+    print(f"{'mode':24}" + "".join(f"{c:>11}" for c in [*cols, "ms/query"]))
     for m in ("dense", "bm25", "hybrid", "hybrid+mmr0.7"):
-        print(f"{m:16}" + "".join(f"{ret[m][c]:>11}" for c in cols))
+        print(f"{m:24}" + "".join(f"{ret[m][c]:>11}" for c in [*cols, "ms_per_query"]))
+        print(f"{m + ' strict':24}" + "".join(f"{ret[m]['strict'][c]:>11}" for c in cols))
 
     out["abstention"] = calibrate(retriever, items)
     print("\nabstention by best-source similarity:", json.dumps(out["abstention"]))
