@@ -187,13 +187,14 @@ class RAG:
 
     def __init__(self, retriever: Retriever, generate: Generate, collection: str, k: int = 5,
                  min_score: float = 0.35, mode: str = "hybrid", mmr_lambda: float | None = None, guard: Any = None,
-                 require_terms: bool = True):
+                 require_terms: bool = True, fusion: str = "convex"):
         self.retriever = retriever
         self.generate = generate
         self.collection = collection
         self.k = k
         self.min_score = min_score
         self.mode = mode
+        self.fusion = fusion
         self.mmr_lambda = mmr_lambda
         self.guard = guard  # temper.safety.Guard: retrieved text passes its documents stage
         self.require_terms = require_terms  # abstain when the sources never mention a name the question asks about
@@ -201,7 +202,7 @@ class RAG:
     def retrieve(self, question: str, where: Where | None = None, k: int | None = None) -> tuple[list[Hit], list[str]]:
         """Hits for a question, and the ids of chunks the guard dropped."""
         hits = self.retriever.retrieve(question, self.collection, k=k or self.k, where=where, mode=self.mode,
-                                       mmr_lambda=self.mmr_lambda)
+                                       mmr_lambda=self.mmr_lambda, fusion=self.fusion)
         dropped: list[str] = []
         if self.guard is not None and hits:
             decision = self.guard.check_documents([h.chunk.text for h in hits])

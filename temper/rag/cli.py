@@ -22,9 +22,15 @@ def add_parser(sub: argparse._SubParsersAction, add_model_args) -> argparse.Argu
         if collection:
             q.add_argument("-c", "--collection", required=True, help="the collection's name")
 
+    def fusion_arg(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--fusion", choices=("convex", "rrf"), default="convex",
+                       help="how hybrid mode merges dense and BM25: a weighted sum of normalized scores (default) "
+                            "or reciprocal rank fusion")
+
     def retrieval_args(q: argparse.ArgumentParser) -> None:
         q.add_argument("-k", "--top-k", type=int, default=5, help="sources to retrieve (default 5)")
         q.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default="hybrid")
+        fusion_arg(q)
         q.add_argument("--mmr", type=float, default=None, metavar="LAMBDA",
                        help="diversify with maximal marginal relevance (e.g. 0.7); default off")
         q.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
@@ -77,6 +83,7 @@ def add_parser(sub: argparse._SubParsersAction, add_model_args) -> argparse.Argu
                                                 "(default: /usr/share/doc/python3.11/html)")
     q.add_argument("-k", "--top-k", type=int, default=5)
     q.add_argument("--modes", default="dense,bm25,hybrid", help="retrieval modes to compare")
+    fusion_arg(q)
     q.add_argument("--answers", action="store_true", help="also generate answers: correctness, faithfulness, "
                                                          "abstention (with and without RAG)")
     q.add_argument("--unsolvable", type=int, default=0, metavar="N",
@@ -149,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     where = parse_filters(getattr(args, "filter", []))
     if cmd == "search":
         hits = retriever.retrieve(args.query, args.collection, k=args.top_k, where=where, mode=args.mode,
-                                  mmr_lambda=args.mmr)
+                                  mmr_lambda=args.mmr, fusion=args.fusion)
         if args.json:
             print(json.dumps([{"rank": h.rank, "score": h.score, "similarity": h.dense_score,
                                **asdict(h.chunk)} for h in hits], indent=2))
@@ -179,7 +186,7 @@ def _ask(args: argparse.Namespace, retriever, where) -> int:
         guard = Guard.from_policy(args.guard)
     rag = RAG(retriever, llm_generator(llm, max_tokens=args.max_tokens), args.collection, k=args.top_k,
               min_score=DEFAULT_MIN_SCORE if args.min_score is None else args.min_score, mode=args.mode,
-              mmr_lambda=args.mmr, guard=guard)
+              mmr_lambda=args.mmr, guard=guard, fusion=args.fusion)
     answer = rag.ask(args.question, where=where)
     if args.json:
         print(json.dumps(answer.to_dict(), indent=2))

@@ -76,7 +76,7 @@ def retrieval_metrics(ranked: Sequence[Sequence[bool]], ideal: Sequence[int], ks
 
 
 def evaluate_retrieval(retriever: Retriever, collection: str, items: Sequence[QAItem], modes: Sequence[str],
-                       k: int = 10, mmr_lambda: float | None = None) -> dict[str, Any]:
+                       k: int = 10, mmr_lambda: float | None = None, fusion: str = "convex") -> dict[str, Any]:
     store = retriever.store
     answerable = [it for it in items if it.answerable]
     ideal, ideal_strict = [], []
@@ -90,8 +90,8 @@ def evaluate_retrieval(retriever: Retriever, collection: str, items: Sequence[QA
                                "questions_without_relevant_chunk": sum(m == 0 for m in ideal_strict)}
     for mode in modes if answerable else []:  # a set of unanswerable questions only has no retrieval metrics
         t0 = time.perf_counter()
-        hits_per_item = [retriever.retrieve(it.question, collection, k=max(k, 10), mode=mode, mmr_lambda=mmr_lambda)
-                         for it in answerable]
+        hits_per_item = [retriever.retrieve(it.question, collection, k=max(k, 10), mode=mode, mmr_lambda=mmr_lambda,
+                                            fusion=fusion) for it in answerable]
         ms = (time.perf_counter() - t0) / max(len(answerable), 1) * 1000
         ranked = [[relevant(h.chunk, it) for h in hits] for it, hits in zip(answerable, hits_per_item)]
         strict = [[relevant(h.chunk, it, strict=True) for h in hits] for it, hits in zip(answerable, hits_per_item)]
@@ -248,7 +248,8 @@ def run_cli(args: argparse.Namespace, store: VectorStore, retriever: Retriever) 
     results: dict[str, Any] = {"collection": args.collection, "qa": args.qa or "python_docs_qa.jsonl",
                                "qrels": args.qrels or (None if args.qa else "python_docs_qrels.jsonl"),
                                "k": args.top_k, "retrieval": evaluate_retrieval(retriever, args.collection, items,
-                                                                                 modes, k=args.top_k)}
+                                                                                 modes, k=args.top_k,
+                                                                                 fusion=args.fusion)}
     _print_retrieval(results["retrieval"], modes)
     if args.answers or args.unsolvable:
         from temper.commands import load_model

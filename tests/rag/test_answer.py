@@ -11,7 +11,7 @@ from temper.rag.answer import ABSTAIN_TEXT, build_messages, check_citations, fin
 from temper.rag.cli import parse_filters
 from temper.rag.evaluate import is_correct, relevant, retrieval_metrics, trigrams, wilson
 from temper.rag.qaset import QAItem, load_qa
-from temper.rag.retrieve import mmr, rrf
+from temper.rag.retrieve import convex, mmr, rrf
 from temper.rag.types import Chunk, Hit
 
 
@@ -76,6 +76,18 @@ def test_mmr_skips_a_near_duplicate():
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     assert mmr([1.0, 0.9, 0.5], v, 2, lam=0.5) == [0, 2]
     assert mmr([1.0, 0.9, 0.5], v, 2, lam=1.0) == [0, 1]  # lambda 1: plain relevance order
+
+
+def test_convex_fusion_by_hand():
+    # dense 0.9/0.5/0.7 -> 1, 0, 0.5; BM25 0/10/5 -> 0, 1, 0.5; alpha 0.7: a 0.7, b 0.3, c 0.5
+    fused = convex(["a", "b", "c"], np.array([0.9, 0.5, 0.7]), np.array([0.0, 10.0, 5.0]), 0.7)
+    assert [cid for cid, _ in fused] == ["a", "c", "b"]
+    assert [round(s, 6) for _, s in fused] == [0.7, 0.5, 0.3]
+    assert [cid for cid, _ in convex(["a", "b", "c"], np.array([0.9, 0.5, 0.7]), np.array([0.0, 10.0, 5.0]), 0.2)
+            ] == ["b", "c", "a"]
+    # a constant list adds nothing; no candidates, no hits
+    assert [cid for cid, _ in convex(["a", "b"], np.array([0.1, 0.2]), np.array([3.0, 3.0]), 0.5)] == ["b", "a"]
+    assert convex([], np.zeros(0), np.zeros(0), 0.5) == []
 
 
 def test_retrieval_metrics_by_hand():

@@ -95,6 +95,18 @@ def test_hybrid_retrieval_on_the_ingested_docs(ingestor, corpus, tmp_path):
         assert all(h.dense_score is not None for h in hits)
     # an exact identifier: BM25 finds it
     assert "X-Zorblax-Token" in retriever.retrieve("X-Zorblax-Token", "zx2", k=1, mode="bm25")[0].chunk.text
+    # both fusions; BM25 scores also for chunks BM25 did not rank (convex fusion needs them)
+    for fusion in ("convex", "rrf"):
+        hits = retriever.retrieve("What port does Zorblax listen on?", "zx2", k=2, fusion=fusion)
+        assert "7431" in hits[0].chunk.text, fusion
+    ranked = dict(retriever.bm25("otter mascot", "zx2", 50))
+    every = [c.id for c in ingestor.store.iter_chunks("zx2")]
+    scores = retriever.bm25_scores("otter mascot", "zx2", every)
+    assert {cid: s for cid, s in zip(every, scores.tolist()) if s > 0} == pytest.approx(ranked)
+    with pytest.raises(StoreError, match="fusion"):
+        retriever.retrieve("x", "zx2", fusion="sum")
+    with pytest.raises(StoreError, match="alpha"):
+        retriever.retrieve("x", "zx2", alpha=1.5)
     # words are stemmed on both sides: "mascots" finds "mascot", "otters" finds "otter"
     assert "otter" in retriever.retrieve("mascots otters", "zx2", k=1, mode="bm25")[0].chunk.text
     assert retriever.bm25("mascots otters", "zx2", 3) == retriever.bm25("mascot otter", "zx2", 3)
