@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from temper.embeddings import Embedder
-from temper.rag.store.base import StoreError, VectorStore, Where, check_where
+from temper.rag.store.base import StoreError, VectorStore, Where, check_where, matmul
 from temper.rag.types import Chunk, Hit
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class Retriever:
             union = list(dict.fromkeys(cid for ranked in lists for cid, _ in ranked))
             vectors = self.store.get_vectors(collection, union) if union else np.zeros((0, info.dim), np.float32)
             known = dict(zip(union, vectors))
-            fused = convex(union, vectors @ q, self.bm25_scores(query, collection, union), alpha)
+            fused = convex(union, matmul(vectors, q), self.bm25_scores(query, collection, union), alpha)
         else:
             fused = lists[0]
         pool = fused[:max(k, candidates if mmr_lambda is not None else k)]
@@ -157,7 +157,7 @@ class Retriever:
             vectors = np.stack([known[cid] for cid in ids])
         else:
             vectors = self.store.get_vectors(collection, ids) if ids else np.zeros((0, info.dim), np.float32)
-        cos = vectors @ q
+        cos = matmul(vectors, q)
         order = list(range(len(ids)))
         if mmr_lambda is not None and len(ids) > k:
             order = mmr([s for _, s in pool], vectors, k, mmr_lambda)
@@ -278,7 +278,7 @@ def mmr(relevance: Sequence[float], vectors: np.ndarray, k: int, lam: float) -> 
     rel = np.asarray(relevance, np.float64)
     span = rel.max() - rel.min()
     rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
-    sim = vectors @ vectors.T
+    sim = matmul(vectors, vectors.T)
     picked: list[int] = []
     left = list(range(len(rel)))
     while left and len(picked) < k:

@@ -33,6 +33,7 @@ from temper.rag.store.base import (
     as_unit_rows,
     check_where,
     first_generation,
+    matmul,
 )
 from temper.rag.types import Chunk, DocumentRecord, Hit
 
@@ -234,10 +235,10 @@ class SQLiteStore(VectorStore):
             rows = np.searchsorted(matrix.rowids, wanted)
             rows = rows[(rows < len(matrix.rowids)) & (matrix.rowids[np.minimum(rows, len(matrix.rowids) - 1)]
                                                        == wanted)]
-            scores = _matvec(matrix.vectors[rows], q)
+            scores = matmul(matrix.vectors[rows], q)
         else:
             rows = None
-            scores = _matvec(matrix.vectors, q)
+            scores = matmul(matrix.vectors, q)
         k = min(k, len(scores))
         if k == 0:
             return []
@@ -289,7 +290,7 @@ class SQLiteStore(VectorStore):
             rows = con.execute("SELECT rowid, id, embedding FROM chunks WHERE collection = ? ORDER BY rowid",
                                (collection,)).fetchall()
         rowids = np.fromiter((r[0] for r in rows), np.int64, count=len(rows))
-        # writable (bytearray) so that torch can read it in place (_matvec)
+        # writable (bytearray) so that torch can read it in place (base.matmul)
         vectors = np.frombuffer(bytearray(b"".join(r[2] for r in rows)), np.float32).reshape(len(rows), dim)
         matrix = _Matrix(generation, rowids, vectors, {r[1]: n for n, r in enumerate(rows)})
         with self._lock:
@@ -302,15 +303,6 @@ class SQLiteStore(VectorStore):
         marks = ",".join("?" * len(rowids))
         rows = self._con().execute(f"SELECT rowid, {_CHUNK_COLUMNS} FROM chunks WHERE rowid IN ({marks})", rowids)
         return {r[0]: _chunk(r[1:]) for r in rows}
-
-
-def _matvec(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """matrix @ q computed by torch, not numpy: numpy's OpenBLAS keeps its own threads spinning after a large product,
-    and they fight torch's threads in the query embedding that comes next (on two cores: embedding 12 -> 24-30 ms,
-    hybrid retrieval at 100k chunks 30 -> 41-47 ms p50). One thread pool for both avoids it."""
-    import torch
-
-    return (torch.from_numpy(np.ascontiguousarray(matrix)) @ torch.from_numpy(np.ascontiguousarray(q))).numpy()
 
 
 def _check_name(name: str) -> None:
