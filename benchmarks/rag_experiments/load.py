@@ -1,11 +1,16 @@
 """Load collection + QA into a pickle for fast experiments."""
-import os, pickle, sys
+
+import os
+import pickle
+
 import numpy as np
+
 os.environ.setdefault("TEMPER_RAG_STORE", "/tmp/ragw/store.db")
-from temper.rag.store import open_store
-from temper.rag.qaset import load_qa
-from temper.rag.evaluate import relevant
 from temper.embeddings import Embedder
+from temper.rag.evaluate import relevant
+from temper.rag.qaset import load_qa
+from temper.rag.store import open_store
+
 st = open_store()
 chunks = list(st.iter_chunks("pydocs"))
 ids = [c.id for c in chunks]
