@@ -1,4 +1,4 @@
-"""Hybrid retrieval: dense (the store's vector search) + BM25 (bm25s), fused by reciprocal rank, then MMR.
+"""Hybrid retrieval: dense (the store's vector search) + BM25 (bm25s), fused by their scores (or by rank), then MMR.
 
 Dense search finds paraphrases ("print JSON nicely" -> indent); BM25 finds rare exact terms (identifiers, error
 names) that a 384-dim sentence embedding blurs; its words are stemmed (Snowball English, PyStemmer) so that

@@ -80,7 +80,8 @@ class DocumentRecord:
 
 @dataclass
 class Hit:
-    """A chunk returned by a search with its score (cosine similarity for dense, BM25 for lexical, RRF fused)."""
+    """A chunk returned by a search with its score (cosine similarity for dense, BM25 for lexical, the fused score for
+    hybrid: convex combination in [0, 1], or RRF)."""
 
     chunk: Chunk
     score: float
