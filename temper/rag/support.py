@@ -416,8 +416,9 @@ class SupportJudge:
         new_windows = [w for ws in windows for w in ws if w not in self._window_vectors]
         texts = list(dict.fromkeys([c for c in claims if c] + new_windows))
         vectors = dict(zip(texts, self.embedder.embed(texts))) if texts else {}  # unit vectors (dim,)
-        self._remember({w: vectors[w].clone() for w in new_windows})  # clones: a row view keeps its whole batch
+        # cached windows are read before new ones are remembered: remembering may evict them
         vectors |= {w: self._window_vectors[w] for ws in windows for w in ws if w not in vectors}
+        self._remember({w: vectors[w].clone() for w in new_windows})  # clones: a row view keeps its whole batch
         out = []
         for claim, (_, passages), pair_windows in zip(claims, pairs, windows):
             if not claim or not pair_windows:

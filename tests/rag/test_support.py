@@ -176,6 +176,9 @@ def test_window_cache_is_bounded_and_changes_nothing(judge, monkeypatch):
     monkeypatch.setattr(support, "MAX_CACHED_WINDOWS", 2)
     judge.score(claim, ["One sentence. Another one. A third one."])
     assert list(judge._window_vectors) == ["One sentence. Another one.", "Another one. A third one."]  # newest two
+    # a cached window evicted by the new windows of the same call is still scored (was a KeyError)
+    expected = judge.score(claim, ["Another one. A third one. Fourth here. Fifth here."])
+    assert judge.score(claim, ["Another one. A third one. Fourth here. Fifth here."]) == pytest.approx(expected)
 
 
 def test_test_half_accuracy(judge, pairs):
