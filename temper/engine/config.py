@@ -19,6 +19,9 @@ class EngineConfig:
     # auto: the Triton decode kernel on CUDA where triton is installed; on the CPU with fp32 weights the C decode
     # kernel (built on first use with the system's C compiler); else the portable torch path
     attention_backend: str = "auto"
+    # decode-only steps of up to this many sequences run as one C call (temper/engine/cpu_decode.py) on the `cpu`
+    # backend for Llama-family models (fp32, int8 or int4 weights); 0 keeps every step on the PyTorch path
+    cpu_decode_max_batch: int = 4
     cuda_graphs: bool = True  # capture decode steps in CUDA graphs (CUDA with the triton backend)
     max_graph_batch: int = 256  # largest decode batch captured; bigger batches run eagerly
     seed: int = 0  # seed of the shared generator for requests without their own seed
@@ -35,6 +38,8 @@ class EngineConfig:
             raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
         if self.attention_backend not in ("auto", "torch", "triton", "cpu"):
             raise ValueError(f"attention_backend must be auto, torch, triton or cpu, got {self.attention_backend!r}")
+        if self.cpu_decode_max_batch < 0:
+            raise ValueError(f"cpu_decode_max_batch must be >= 0, got {self.cpu_decode_max_batch}")
         if self.max_graph_batch < 1:
             raise ValueError(f"max_graph_batch must be >= 1, got {self.max_graph_batch}")
         if self.kv_cache_memory is not None and self.kv_cache_memory <= 0:

@@ -59,6 +59,16 @@ class ModelRunner:
                  config.block_size, self.num_blocks * per_block / 2**20, self.backend)
         if use_graphs:
             self.capture_graphs(max_model_len)
+        self.cpu_decoder = None  # small decode-only steps in one C call (cpu_decode.py)
+        self.cpu_decode_steps = 0
+        if self.backend == "cpu" and config.cpu_decode_max_batch > 0:
+            from temper.engine.cpu_decode import CpuDecoder, unsupported
+
+            why = unsupported(model)
+            if why is None:
+                self.cpu_decoder = CpuDecoder(model, self.cache, config.block_size)
+            else:
+                log.info("decode steps stay on the PyTorch path: %s", why)
 
     @staticmethod
     def choose_backend(name: str, device: torch.device, head_dim: int, dtype: torch.dtype = torch.float32) -> str:
@@ -154,6 +164,11 @@ class ModelRunner:
         layout = StepLayout(query_lens=list(batch.num_new_tokens),
                             context_lens=[s.num_computed_tokens + n for s, n in zip(batch.seqs, batch.num_new_tokens)],
                             block_tables=[s.block_table for s in batch.seqs])
+        if self.cpu_decoder is not None and len(ids) <= self.config.cpu_decode_max_batch and \
+                all(n == 1 for n in batch.num_new_tokens):
+            self.cpu_decode_steps += 1
+            logits = self.cpu_decoder.decode(ids, positions, layout.block_tables)
+            return logits if logits_rows == list(range(len(ids))) else logits[logits_rows]
         rows = torch.tensor(logits_rows, dtype=torch.long, device=self.device)
         if self.graphs and len(ids) <= self.graph_sizes[-1] and all(n == 1 for n in batch.num_new_tokens):
             return self.model.logits(self._replay(batch, ids, positions)[rows]).float()

@@ -86,7 +86,7 @@ def test_a_compile_error_is_reported(monkeypatch, tmp_path, unloaded):
     bad = tmp_path / "bad.c"
     bad.write_text("int paged_decode_f32( { this is not C }\n")
     monkeypatch.setenv("TEMPER_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(cpu_paged, "SOURCE", bad)
+    monkeypatch.setattr(cpu_paged, "SOURCES", [bad])
     with pytest.raises(KernelBuildError, match="building bad.c failed"):
         cpu_paged.load_library()
     assert not list((tmp_path / "kernels").glob("*.so")), "a failed build left a library behind"

@@ -26,7 +26,8 @@ from temper.engine.attention.triton_paged import TritonPagedContext
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("cpu_kernels.c")
+# the attention kernel and the whole-step decode forward (cpu_decode.c, which calls the kernel): one library
+SOURCES = [Path(__file__).with_name("cpu_kernels.c"), Path(__file__).with_name("cpu_decode.c")]
 # reductions vectorize only when float addition may be reassociated; no -ffast-math: linked into a shared
 # library it can switch the whole process to flush-to-zero
 CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
@@ -60,7 +61,7 @@ def library_path() -> Path:
 
     cc = _compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, " ".join(CFLAGS), platform.machine(),
+    key = hashlib.sha256("\0".join([*(s.read_text() for s in SOURCES), cc, version, " ".join(CFLAGS), platform.machine(),
                                     _cpu_flags()]).encode()).hexdigest()[:16]
     return cache_dir() / "kernels" / f"cpu_paged-{key}.so"
 
@@ -81,10 +82,10 @@ def load_library() -> ctypes.CDLL:
                                    "to a writable folder") from e
         os.close(fd)
         try:
-            result = subprocess.run([_compiler(), *CFLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True,
+            result = subprocess.run([_compiler(), *CFLAGS, *map(str, SOURCES), "-o", tmp, "-lm"], capture_output=True,
                                     text=True, check=False)
             if result.returncode != 0:
-                raise KernelBuildError(f"building {SOURCE.name} failed:\n{result.stderr.strip()[-2000:]}")
+                raise KernelBuildError(f"building {' and '.join(s.name for s in SOURCES)} failed:\n{result.stderr.strip()[-2000:]}")
             os.replace(tmp, path)
             log.info("built the CPU attention kernel: %s", path)
         finally:

@@ -1,0 +1,218 @@
+"""A decode step of a Llama-family model in one C call on the CPU (attention/cpu_decode.c), for small batches.
+
+A PyTorch decode step of SmolLM2 at batch 1 is ~900 small operators, and MKL's fp32 matrix-vector product streams
+weights at ~12 GB/s on a 2-core EPYC that reads 27-31 GB/s: the step took 60-70 ms against a bandwidth floor of
+~18 ms. The C forward reads each weight row once for all of the step's sequences, shares rows among OpenMP
+threads, attends with the paged kernel of cpu_kernels.c and returns only the logits. The model runner uses it for
+decode-only steps of up to `EngineConfig.cpu_decode_max_batch` sequences on the `cpu` attention backend; larger
+batches, prefill chunks and every other model keep the PyTorch path.
+
+Weights: fp32 linears are read where they are (live: a trainer's in-place updates are seen); int4 layers
+(`QuantLinear`, groups of a multiple of 32) are repacked once into blocks of 32 and dotted with activations
+quantized to int8 per block, as llama.cpp does for Q4_1 (a copy of the codes, ~0.5 byte per weight); int8 layers
+read their codes with a scale per row.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+
+import torch
+from torch import nn
+
+from temper.engine.attention.cpu_paged import load_library
+from temper.engine.attention.triton_paged import padded_tables
+from temper.models.layers import rope_cos_sin
+from temper.models.llama import LlamaBlock
+from temper.quant.linear import QuantLinear, TiedQuantHead
+
+log = logging.getLogger(__name__)
+
+F32, Q4, I8 = 0, 1, 2
+_ptr, _i32 = ctypes.c_void_p, ctypes.c_int32
+
+
+class _Linear(ctypes.Structure):
+    _fields_ = [("kind", _i32), ("out_features", _i32), ("in_features", _i32), ("group_size", _i32),
+                ("w", _ptr), ("q", _ptr), ("scale", _ptr), ("min", _ptr), ("bias", _ptr)]
+
+
+class _Layer(ctypes.Structure):
+    _fields_ = [("attn_norm", _ptr), ("ffn_norm", _ptr), *((n, _Linear) for n in
+                ("q", "k", "v", "o", "gate", "up", "down")), ("k_pool", _ptr), ("v_pool", _ptr), ("window", _i32)]
+
+
+class _Model(ctypes.Structure):
+    _fields_ = [*((n, _i32) for n in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim",
+                                      "intermediate", "vocab", "block_size")),
+                ("pool_head_stride", ctypes.c_int64), ("eps", ctypes.c_float), ("attn_scale", ctypes.c_float),
+                ("final_norm", _ptr), ("head", _Linear), ("layers", ctypes.POINTER(_Layer))]
+
+
+def _float_ok(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
+
+
+def _linear_problem(m: nn.Module) -> str | None:
+    if type(m) is nn.Linear:
+        if not _float_ok(m.weight) or (m.bias is not None and not _float_ok(m.bias)):
+            return "a linear layer is not a contiguous fp32 CPU tensor"
+        return None
+    if isinstance(m, QuantLinear):
+        if m.bits == 4 and m.group_size % 32:
+            return f"int4 groups of {m.group_size} (the C forward takes multiples of 32)"
+        return None
+    if isinstance(m, TiedQuantHead):
+        return _linear_problem(m._embedding[0])
+    return f"a {type(m).__name__} layer (adapters and other wrappers keep the PyTorch path)"
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why the C forward cannot run this model (None when it can): it covers pre-norm Llama-family blocks with
+    SwiGLU and no extra norms or soft-capping, fp32 on the CPU, with plain or quantized linear layers."""
+    c = getattr(model, "config", None)
+    if c is None or not hasattr(model, "model"):
+        return "not a temper CausalLM"
+    if c.family == "gemma3" or c.hidden_act != "silu" or getattr(model, "embed_scale", None) is not None:
+        return f"the {c.family} family (only Llama-family blocks with SwiGLU)"
+    if c.final_logit_softcapping is not None or c.attn_logit_softcapping is not None or c.rope_local_theta:
+        return "logit soft-capping or local rotary frequencies"
+    if c.head_dim % 2 or model.dtype != torch.float32 or model.device.type != "cpu":
+        return "not an fp32 model on the CPU"
+    for layer in model.model.layers:
+        if type(layer) is not LlamaBlock:
+            return f"a {type(layer).__name__} block"
+        a, mlp = layer.self_attn, layer.mlp
+        if a.q_norm is not None or a.softcap is not None:
+            return "query/key norms or attention soft-capping"
+        for m in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+            if (why := _linear_problem(m)) is not None:
+                return why
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            if not _float_ok(norm.weight) or norm.unit_offset:
+                return "a norm that is not an fp32 RMSNorm"
+    return _linear_problem(model.lm_head)
+
+
+def _blocks_of_32(codes: torch.Tensor) -> torch.Tensor:
+    """int4 codes (N, K) in [0, 15] -> (N, K // 32, 16) bytes: input i of a block in the low nibble of byte i,
+    input 16 + i in the high one."""
+    N, K = codes.shape
+    c = codes.to(torch.uint8).reshape(N, K // 32, 2, 16)
+    return (c[:, :, 0] | (c[:, :, 1] << 4)).contiguous()
+
+
+def linear_struct(m: nn.Module, keep: list[torch.Tensor]) -> _Linear:
+    """The C view of a linear layer: an fp32 nn.Linear's own tensors, or a quantized layer's codes in the C
+    layout (new tensors, appended to `keep`, which must outlive the struct)."""
+    if isinstance(m, TiedQuantHead):
+        m = m._embedding[0]
+    if type(m) is nn.Linear:
+        bias = m.bias.data_ptr() if m.bias is not None else None
+        return _Linear(F32, m.out_features, m.in_features, 0, m.weight.data_ptr(), None, None, None, bias)
+    bias = None
+    if m.bias is not None:
+        keep.append(b := m.bias.detach().float().contiguous())
+        bias = b.data_ptr()
+    if m.bits == 8:
+        codes, scales, _ = m.codes()
+        codes, scales = codes.to(torch.int8).contiguous(), scales.float().contiguous()
+        keep += [codes, scales]
+        return _Linear(I8, m.out_features, m.in_features, 0, None, codes.data_ptr(), scales.data_ptr(), None, bias)
+    codes, scales, mins = m.codes()
+    blocks, scales, mins = _blocks_of_32(codes), scales.float().contiguous(), mins.float().contiguous()
+    keep += [blocks, scales, mins]
+    return _Linear(Q4, m.out_features, m.in_features, m.group_size, None, blocks.data_ptr(), scales.data_ptr(),
+                   mins.data_ptr(), bias)
+
+
+@torch.inference_mode()
+def linear_forward(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x (B, K) through one layer as the C forward computes it (for tests and measurements)."""
+    if (why := _linear_problem(m)) is not None:
+        raise ValueError(f"the C forward does not take this layer: {why}")
+    keep: list[torch.Tensor] = []
+    struct = linear_struct(m, keep)
+    x = x.float().contiguous()
+    y = torch.empty(x.shape[0], struct.out_features)
+    lib = load_library()
+    lib.linear_forward.argtypes = [ctypes.POINTER(_Linear), _i32, _ptr, _ptr]
+    if lib.linear_forward(ctypes.byref(struct), x.shape[0], x.data_ptr(), y.data_ptr()) != 0:
+        raise MemoryError("the C linear could not allocate its scratch buffers")
+    return y
+
+
+class CpuDecoder:
+    """The model's weights and the KV pool as C structs, and `decode` for one step of decode-only sequences."""
+
+    def __init__(self, model: nn.Module, cache, block_size: int):
+        why = unsupported(model)
+        if why is not None:
+            raise ValueError(f"the C decode forward does not support this model: {why}")
+        self.model, self.cache, self.block_size = model, cache, block_size
+        self.lib = load_library()
+        self.lib.decode_forward.argtypes = [ctypes.POINTER(_Model), _i32, _ptr, _ptr, _ptr, _ptr, _ptr,
+                                            ctypes.c_int64, _ptr, _ptr]
+        self.lib.decode_forward.restype = ctypes.c_int
+        self._build()
+
+    # ---- weights as structs -------------------------------------------------------------------------------
+    def _tensors(self) -> list[torch.Tensor]:
+        """The float tensors the structs point at, in a fixed order: a step checks they are still the model's."""
+        out = []
+        for layer in self.model.model.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            out += [layer.input_layernorm.weight, layer.post_attention_layernorm.weight]
+            for m in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+                out += [m.weight, m.bias] if type(m) is nn.Linear else [m]  # a quantized layer: the module itself
+        head = self.model.lm_head
+        return [*out, self.model.model.norm.weight, head.weight if type(head) is nn.Linear else head]
+
+    def _linear(self, m: nn.Module) -> _Linear:
+        return linear_struct(m, self._keep)
+
+    def _build(self) -> None:
+        model, c = self.model, self.model.config
+        self._keep: list[torch.Tensor] = []
+        self._layers = (_Layer * c.num_layers)()
+        for i, layer in enumerate(model.model.layers):
+            a, mlp = layer.self_attn, layer.mlp
+            L = self._layers[i]
+            L.attn_norm, L.ffn_norm = layer.input_layernorm.weight.data_ptr(), layer.post_attention_layernorm.weight.data_ptr()
+            for name, m in (("q", a.q_proj), ("k", a.k_proj), ("v", a.v_proj), ("o", a.o_proj),
+                            ("gate", mlp.gate_proj), ("up", mlp.up_proj), ("down", mlp.down_proj)):
+                setattr(L, name, self._linear(m))
+            L.k_pool, L.v_pool = self.cache.k[i].data_ptr(), self.cache.v[i].data_ptr()
+            L.window = int(a.window or 0)
+        pool = self.cache.k[0]
+        self._struct = _Model(c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
+                              c.intermediate_size, c.vocab_size, self.block_size, pool.stride(0), c.rms_norm_eps,
+                              model.model.layers[0].self_attn.scale, model.model.norm.weight.data_ptr(),
+                              self._linear(model.lm_head), self._layers)
+        self._seen = self._tensors()
+        log.info("C decode forward ready (%s)", ", ".join(sorted({("int4" if isinstance(t, QuantLinear) and t.bits == 4
+                 else "int8" if isinstance(t, QuantLinear) else "fp32") for t in self._seen if t is not None
+                 and not isinstance(t, TiedQuantHead)})))
+
+    # ---- a step -------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def decode(self, ids: list[int], positions: list[int], block_tables: list[list[int]]) -> torch.Tensor:
+        """fp32 logits (B, V) of one new token per sequence at `positions`; writes its keys and values."""
+        if any(a is not b for a, b in zip(self._tensors(), self._seen)):
+            log.info("model tensors were replaced; rebuilding the C decode structs")
+            self._build()
+        model, bs = self.model, self.block_size
+        B = len(ids)
+        h = model.model.embed_tokens(torch.tensor(ids)).float().contiguous()
+        pos = torch.tensor(positions)
+        cos, sin = (t.reshape(B, -1).contiguous() for t in rope_cos_sin(model.inv_freq, pos[None], torch.float32))
+        slots = torch.tensor([t[p // bs] * bs + p % bs for t, p in zip(block_tables, positions)], dtype=torch.int64)
+        tables = padded_tables(block_tables)
+        ctx_lens = (pos + 1).to(torch.int32)
+        logits = torch.empty(B, model.config.vocab_size)
+        status = self.lib.decode_forward(ctypes.byref(self._struct), B, h.data_ptr(), cos.data_ptr(), sin.data_ptr(),
+                                         slots.data_ptr(), tables.data_ptr(), tables.shape[1], ctx_lens.data_ptr(),
+                                         logits.data_ptr())
+        if status != 0:
+            raise MemoryError("the C decode forward could not allocate its scratch buffers")
+        return logits
