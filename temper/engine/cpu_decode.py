@@ -8,7 +8,7 @@ decode-only steps of up to `EngineConfig.cpu_decode_max_batch` sequences on the 
 batches, prefill chunks and every other model keep the PyTorch path.
 
 Weights: fp32 linears are read where they are (live: a trainer's in-place updates are seen); int4 layers
-(`QuantLinear`, groups of a multiple of 32) are repacked once into blocks of 32 and dotted with activations
+(`QuantLinear`, groups of a multiple of 32) are repacked once into blocks of 32 inputs and dotted with activations
 quantized to int8 per block, as llama.cpp does for Q4_1 (a copy of the codes, ~0.5 byte per weight); int8 layers
 read their codes with a scale per row.
 """
@@ -29,6 +29,7 @@ from temper.quant.linear import QuantLinear, TiedQuantHead
 log = logging.getLogger(__name__)
 
 F32, Q4, I8 = 0, 1, 2
+_KIND_NAMES = {F32: "fp32", Q4: "int4", I8: "int8"}
 _ptr, _i32 = ctypes.c_void_p, ctypes.c_int32
 
 
@@ -94,11 +95,14 @@ def unsupported(model: nn.Module) -> str | None:
     return _linear_problem(model.lm_head)
 
 
-def _blocks_of_32(codes: torch.Tensor) -> torch.Tensor:
-    """int4 codes (N, K) in [0, 15] -> (N, K // 32, 16) bytes: input i of a block in the low nibble of byte i,
-    input 16 + i in the high one."""
+def _block_pairs(codes: torch.Tensor) -> torch.Tensor:
+    """int4 codes (N, K) in [0, 15] -> (N, ceil(K / 64), 32) bytes: byte i of pair p holds input i of block 2p in
+    its low nibble and input i of block 2p + 1 in its high one (zero past the last block)."""
     N, K = codes.shape
-    c = codes.to(torch.uint8).reshape(N, K // 32, 2, 16)
+    pairs = -(-K // 64)
+    c = torch.zeros(N, pairs * 64, dtype=torch.uint8)
+    c[:, :K] = codes.to(torch.uint8)
+    c = c.reshape(N, pairs, 2, 32)
     return (c[:, :, 0] | (c[:, :, 1] << 4)).contiguous()
 
 
@@ -120,7 +124,7 @@ def linear_struct(m: nn.Module, keep: list[torch.Tensor]) -> _Linear:
         keep += [codes, scales]
         return _Linear(I8, m.out_features, m.in_features, 0, None, codes.data_ptr(), scales.data_ptr(), None, bias)
     codes, scales, mins = m.codes()
-    blocks, scales, mins = _blocks_of_32(codes), scales.float().contiguous(), mins.float().contiguous()
+    blocks, scales, mins = _block_pairs(codes), scales.float().contiguous(), mins.float().contiguous()
     keep += [blocks, scales, mins]
     return _Linear(Q4, m.out_features, m.in_features, m.group_size, None, blocks.data_ptr(), scales.data_ptr(),
                    mins.data_ptr(), bias)
@@ -157,16 +161,30 @@ class CpuDecoder:
         self._build()
 
     # ---- weights as structs -------------------------------------------------------------------------------
-    def _tensors(self) -> list[torch.Tensor]:
-        """The float tensors the structs point at, in a fixed order: a step checks they are still the model's."""
-        out = []
+    def _watch_list(self) -> list[tuple[dict, str, object]]:
+        """(dict, key, object) for every module and tensor the structs point into: a step checks that each dict
+        still holds that very object (a dict lookup each, ~30 us a step for SmolLM2; walking the modules through
+        nn.Module.__getattr__ took ~1 ms). A quantized layer's codes are copied at build time, so replacing the
+        layer is caught, refilling it in place (load_state_dict) is not."""
+        watch: list[tuple[dict, str, object]] = []
+
+        def linear(parent: nn.Module, name: str) -> None:
+            m = parent._modules[name]
+            watch.append((parent._modules, name, m))
+            if type(m) is nn.Linear:
+                watch.extend((m._parameters, k, m._parameters[k]) for k in ("weight", "bias"))
+
         for layer in self.model.model.layers:
             a, mlp = layer.self_attn, layer.mlp
-            out += [layer.input_layernorm.weight, layer.post_attention_layernorm.weight]
-            for m in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj):
-                out += [m.weight, m.bias] if type(m) is nn.Linear else [m]  # a quantized layer: the module itself
-        head = self.model.lm_head
-        return [*out, self.model.model.norm.weight, head.weight if type(head) is nn.Linear else head]
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                watch.append((norm._parameters, "weight", norm._parameters["weight"]))
+            for parent, names in ((a, ("q_proj", "k_proj", "v_proj", "o_proj")), (mlp, ("gate_proj", "up_proj", "down_proj"))):
+                for name in names:
+                    linear(parent, name)
+        norm = self.model.model.norm
+        watch.append((norm._parameters, "weight", norm._parameters["weight"]))
+        linear(self.model, "lm_head")
+        return watch
 
     def _linear(self, m: nn.Module) -> _Linear:
         return linear_struct(m, self._keep)
@@ -189,16 +207,16 @@ class CpuDecoder:
                               c.intermediate_size, c.vocab_size, self.block_size, pool.stride(0), c.rms_norm_eps,
                               model.model.layers[0].self_attn.scale, model.model.norm.weight.data_ptr(),
                               self._linear(model.lm_head), self._layers)
-        self._seen = self._tensors()
-        log.info("C decode forward ready (%s)", ", ".join(sorted({("int4" if isinstance(t, QuantLinear) and t.bits == 4
-                 else "int8" if isinstance(t, QuantLinear) else "fp32") for t in self._seen if t is not None
-                 and not isinstance(t, TiedQuantHead)})))
+        self._watch = self._watch_list()
+        kinds = {_KIND_NAMES[L.kind] for layer in self._layers for L in (layer.q, layer.o, layer.gate, layer.down)}
+        log.info("C decode forward ready: %s block weights, %s head", "/".join(sorted(kinds)),
+                 _KIND_NAMES[self._struct.head.kind])
 
     # ---- a step -------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def decode(self, ids: list[int], positions: list[int], block_tables: list[list[int]]) -> torch.Tensor:
         """fp32 logits (B, V) of one new token per sequence at `positions`; writes its keys and values."""
-        if any(a is not b for a, b in zip(self._tensors(), self._seen)):
+        if not all(d.get(k) is obj for d, k, obj in self._watch):
             log.info("model tensors were replaced; rebuilding the C decode structs")
             self._build()
         model, bs = self.model, self.block_size

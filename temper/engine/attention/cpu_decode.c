@@ -7,8 +7,8 @@
    weight row is read once for all the step's sequences (it stays in L1 while they use it), rows are shared among
    OpenMP threads, and nothing returns to Python until the logits are done.
 
-   Weights: fp32 (N, K) rows; int4 in blocks of 32 inputs (16 bytes: input i of the block in the low nibble of
-   byte i, input 16 + i in the high one; w = code * scale + min per group of G inputs, G a multiple of 32), dotted
+   Weights: fp32 (N, K) rows; int4 in blocks of 32 inputs, two blocks to 32 bytes (see q4_pairs; w = code * scale
+   + min per group of G inputs, G a multiple of 32), dotted
    with activations quantized to int8 per block of 32 (llama.cpp's Q4_1 x Q8_1 scheme); int8 (N, K) with a scale
    per row, dotted with the fp32 activations. */
 #include <math.h>
@@ -30,7 +30,7 @@ enum { LIN_F32 = 0, LIN_Q4 = 1, LIN_I8 = 2 };
 typedef struct {
     int32_t kind, out_features, in_features, group_size;
     const float *w;     /* F32: (N, K) */
-    const uint8_t *q;   /* Q4: (N, K / 32, 16) nibbles; I8: (N, K) int8 codes */
+    const uint8_t *q;   /* Q4: (N, ceil(K / 64), 32) nibbles; I8: (N, K) int8 codes */
     const float *scale; /* Q4: (N, K / G); I8: (N) */
     const float *min;   /* Q4: (N, K / G) */
     const float *bias;  /* (N) or NULL */
@@ -124,51 +124,62 @@ static void quantize_x(const float *x, int B, int K, int G, QuantX *out) {
     }
 }
 
-/* sum over the row's int4 blocks of code . xq, each block's integer dot scaled by its activation scale and
-   its group's weight scale, plus sum over groups of min * (sum of x in the group) */
+/* int4 rows come in pairs of blocks: 32 bytes hold blocks 2p (low nibbles: input i of the block in byte i) and
+   2p + 1 (high nibbles; zero when K / 32 is odd and 2p is the last block), so one load and three operations give
+   64 codes. Row n has ceil(K / 64) pairs. */
+static inline int q4_pairs(int K) { return (K / 32 + 1) / 2; }
+
+/* sum over the row's blocks of (code . xq) * xd[j] * scale[group], plus sum over groups of min * (sum of x) */
 static inline float dot_q4(const uint8_t *restrict q, const float *restrict scale, const float *restrict mins,
                            const int8_t *restrict xq, const float *restrict xd, const float *restrict xsum, int K,
                            int G) {
-    const int per_group = G / 32, ng = K / G;
+    const int nb = K / 32, ng = K / G;
     float total = 0.0f, min_part = 0.0f;
-#ifdef TEMPER_AVX2
-    const __m128i low = _mm_set1_epi8(0x0F);
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc = _mm256_setzero_ps();
-    for (int g = 0; g < ng; g++) {
-        __m256 gacc = _mm256_setzero_ps();
-        for (int j = g * per_group; j < (g + 1) * per_group; j++) {
-            __m128i bytes = _mm_loadu_si128((const __m128i *)(q + j * 16));
-            __m128i lo = _mm_and_si128(bytes, low), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
-            __m256i codes = _mm256_set_m128i(hi, lo);
-            __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + j * 32));
-            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(codes, xv), ones);
-            gacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(xd[j]), gacc);
-        }
-        acc = _mm256_fmadd_ps(gacc, _mm256_set1_ps(scale[g]), acc);
-        min_part += mins[g] * xsum[g];
+    for (int j = 0; j < nb; j++) {
+        const uint8_t *bytes = q + (j / 2) * 32;
+        const int shift = 4 * (j % 2);
+        int32_t s = 0;
+        for (int i = 0; i < 32; i++) s += ((bytes[i] >> shift) & 0x0F) * xq[j * 32 + i];
+        total += (float)s * xd[j] * scale[j * 32 / G];
     }
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    total = _mm_cvtss_f32(h);
-#else
-    for (int g = 0; g < ng; g++) {
-        float gs = 0.0f;
-        for (int j = g * per_group; j < (g + 1) * per_group; j++) {
-            int32_t s = 0;
-            for (int i = 0; i < 16; i++) {
-                s += (q[j * 16 + i] & 0x0F) * xq[j * 32 + i];
-                s += (q[j * 16 + i] >> 4) * xq[j * 32 + 16 + i];
-            }
-            gs += (float)s * xd[j];
-        }
-        total += gs * scale[g];
-        min_part += mins[g] * xsum[g];
-    }
-#endif
+    for (int g = 0; g < ng; g++) min_part += mins[g] * xsum[g];
     return total + min_part;
 }
+
+#ifdef TEMPER_AVX2
+static inline float hsum(__m256 a) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+
+/* dot_q4 for four rows at once (row r at q + r * q_stride, its scales and mins at + r * s_stride): each pair of
+   activation blocks is loaded once for the four rows, and their four accumulator chains run side by side */
+static inline void dot_q4_x4(const uint8_t *restrict q, int64_t q_stride, const float *restrict scale,
+                             const float *restrict mins, int64_t s_stride, const int8_t *restrict xq,
+                             const float *restrict xd, const float *restrict xsum, int K, int G, float *out) {
+    const int nb = K / 32, ng = K / G, pairs = q4_pairs(K);
+    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0F);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int p = 0; p < pairs; p++) {
+        const int j0 = 2 * p, j1 = 2 * p + 1, has1 = j1 < nb;
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq + j0 * 32));
+        const __m256i x1 = has1 ? _mm256_loadu_si256((const __m256i *)(xq + j1 * 32)) : _mm256_setzero_si256();
+        const float d0 = xd[j0], d1 = has1 ? xd[j1] : 0.0f;
+        const int g0 = j0 * 32 / G, g1 = has1 ? j1 * 32 / G : g0;
+        for (int r = 0; r < 4; r++) {
+            const __m256i bytes = _mm256_loadu_si256((const __m256i *)(q + r * q_stride + p * 32));
+            const __m256i c0 = _mm256_and_si256(bytes, low), c1 = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low);
+            const __m256 p0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(c0, x0), ones));
+            const __m256 p1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(c1, x1), ones));
+            acc[r] = _mm256_fmadd_ps(p0, _mm256_set1_ps(scale[r * s_stride + g0] * d0), acc[r]);
+            acc[r] = _mm256_fmadd_ps(p1, _mm256_set1_ps(scale[r * s_stride + g1] * d1), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r] = hsum(acc[r]) + dot_f32(mins + r * s_stride, xsum, ng);
+}
+#endif
 
 /* y (B, N) = x (B, K) W^T (+ bias), row b of y at y + b * ldy; rows of W shared among threads, each read once for
    all B inputs */
@@ -182,13 +193,25 @@ static int linear(const Linear *L, int B, const float *x, float *y, int64_t ldy)
             return -1;
         }
         quantize_x(x, B, K, G, &qx);
+        const int quads = N / 4;
 #pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) {
-            const uint8_t *row = L->q + (int64_t)n * nb * 16;
+        for (int i = 0; i < quads + N % 4; i++) {
+            const int n = i < quads ? 4 * i : 4 * quads + (i - quads), rows = i < quads ? 4 : 1;
+            const int64_t row_bytes = (int64_t)q4_pairs(K) * 32;
+            const uint8_t *row = L->q + n * row_bytes;
             for (int b = 0; b < B; b++) {
-                float v = dot_q4(row, L->scale + (int64_t)n * ng, L->min + (int64_t)n * ng, qx.q + (int64_t)b * K,
-                                 qx.d + b * nb, qx.sums + b * ng, K, G);
-                y[b * ldy + n] = L->bias ? v + L->bias[n] : v;
+                float v[4];
+#ifdef TEMPER_AVX2
+                if (rows == 4)
+                    dot_q4_x4(row, row_bytes, L->scale + (int64_t)n * ng, L->min + (int64_t)n * ng, ng,
+                              qx.q + (int64_t)b * K, qx.d + b * nb, qx.sums + b * ng, K, G, v);
+                else
+#endif
+                    for (int r = 0; r < rows; r++)
+                        v[r] = dot_q4(row + r * row_bytes, L->scale + (int64_t)(n + r) * ng,
+                                      L->min + (int64_t)(n + r) * ng, qx.q + (int64_t)b * K, qx.d + b * nb,
+                                      qx.sums + b * ng, K, G);
+                for (int r = 0; r < rows; r++) y[b * ldy + n + r] = L->bias ? v[r] + L->bias[n + r] : v[r];
             }
         }
         free(qx.q), free(qx.d), free(qx.sums);
