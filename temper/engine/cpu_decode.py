@@ -1,11 +1,12 @@
-"""A decode step of a Llama-family model in one C call on the CPU (attention/cpu_decode.c), for small batches.
+"""A decode step of a Llama-family or Gemma 3 model in one C call on the CPU (attention/cpu_decode.c), for small
+batches.
 
 A PyTorch decode step of SmolLM2 at batch 1 is ~900 small operators, and MKL's fp32 matrix-vector product streams
 weights at ~12 GB/s on a 2-core EPYC that reads 27-31 GB/s: the step took 60-70 ms against a bandwidth floor of
 ~18 ms. The C forward reads each weight row once for all of the step's sequences, shares rows among OpenMP
 threads, attends with the paged kernel of cpu_kernels.c and returns only the logits. The model runner uses it for
 decode-only steps of up to `EngineConfig.cpu_decode_max_batch` sequences on the `cpu` attention backend; larger
-batches, prefill chunks and every other model keep the PyTorch path.
+batches, prefill chunks and models it does not cover (`unsupported` says why) keep the PyTorch path.
 
 Weights: fp32 linears are read where they are (live: a trainer's in-place updates are seen); int4 layers
 (`QuantLinear`, groups of a multiple of 32) are repacked once into blocks of 32 inputs and dotted with activations
@@ -22,7 +23,8 @@ from torch import nn
 
 from temper.engine.attention.cpu_paged import load_library
 from temper.engine.attention.triton_paged import padded_tables
-from temper.models.layers import rope_cos_sin
+from temper.models.gemma3 import Gemma3Block
+from temper.models.layers import RMSNorm, rope_cos_sin
 from temper.models.llama import LlamaBlock
 from temper.quant.linear import QuantLinear, TiedQuantHead
 
@@ -40,14 +42,18 @@ class _Linear(ctypes.Structure):
 
 class _Layer(ctypes.Structure):
     _fields_ = [("attn_norm", _ptr), ("ffn_norm", _ptr), *((n, _Linear) for n in
-                ("q", "k", "v", "o", "gate", "up", "down")), ("k_pool", _ptr), ("v_pool", _ptr), ("window", _i32)]
+                ("q", "k", "v", "o", "gate", "up", "down")), ("k_pool", _ptr), ("v_pool", _ptr), ("window", _i32),
+                ("local_rope", _i32), ("q_norm", _ptr), ("k_norm", _ptr), ("post_attn_norm", _ptr),
+                ("post_ffn_norm", _ptr)]
 
 
 class _Model(ctypes.Structure):
     _fields_ = [*((n, _i32) for n in ("num_layers", "hidden", "num_heads", "num_kv_heads", "head_dim",
                                       "intermediate", "vocab", "block_size")),
                 ("pool_head_stride", ctypes.c_int64), ("eps", ctypes.c_float), ("attn_scale", ctypes.c_float),
-                ("final_norm", _ptr), ("head", _Linear), ("layers", ctypes.POINTER(_Layer))]
+                ("final_norm", _ptr), ("head", _Linear), ("layers", ctypes.POINTER(_Layer)),
+                ("norm_offset", ctypes.c_float), ("attn_softcap", ctypes.c_float), ("final_softcap", ctypes.c_float),
+                ("gelu", _i32)]
 
 
 def _float_ok(t: torch.Tensor) -> bool:
@@ -68,30 +74,42 @@ def _linear_problem(m: nn.Module) -> str | None:
     return f"a {type(m).__name__} layer (adapters and other wrappers keep the PyTorch path)"
 
 
+def _norms(layer: nn.Module) -> dict[str, RMSNorm | None]:
+    """The block's norms by their place in the C struct (Gemma 3's extra ones None for Llama)."""
+    a = layer.self_attn
+    if type(layer) is Gemma3Block:
+        return {"attn_norm": layer.input_layernorm, "ffn_norm": layer.pre_feedforward_layernorm,
+                "post_attn_norm": layer.post_attention_layernorm, "post_ffn_norm": layer.post_feedforward_layernorm,
+                "q_norm": a.q_norm, "k_norm": a.k_norm}
+    return {"attn_norm": layer.input_layernorm, "ffn_norm": layer.post_attention_layernorm, "post_attn_norm": None,
+            "post_ffn_norm": None, "q_norm": None, "k_norm": None}
+
+
 def unsupported(model: nn.Module) -> str | None:
-    """Why the C forward cannot run this model (None when it can): it covers pre-norm Llama-family blocks with
-    SwiGLU and no extra norms or soft-capping, fp32 on the CPU, with plain or quantized linear layers."""
+    """Why the C forward cannot run this model (None when it can): pre-norm Llama-family blocks with SwiGLU, or
+    Gemma 3 blocks (sandwich norms, q/k norms, GeGLU, local rotary frequencies on sliding-window layers), fp32 on
+    the CPU, with plain or quantized linear layers."""
     c = getattr(model, "config", None)
     if c is None or not hasattr(model, "model"):
         return "not a temper CausalLM"
-    if c.family == "gemma3" or c.hidden_act != "silu" or getattr(model, "embed_scale", None) is not None:
-        return f"the {c.family} family (only Llama-family blocks with SwiGLU)"
-    if c.final_logit_softcapping is not None or c.attn_logit_softcapping is not None or c.rope_local_theta:
-        return "logit soft-capping or local rotary frequencies"
     if c.head_dim % 2 or model.dtype != torch.float32 or model.device.type != "cpu":
         return "not an fp32 model on the CPU"
+    block = Gemma3Block if c.family == "gemma3" else LlamaBlock
+    offset = block is Gemma3Block
     for layer in model.model.layers:
-        if type(layer) is not LlamaBlock:
+        if type(layer) is not block:
             return f"a {type(layer).__name__} block"
         a, mlp = layer.self_attn, layer.mlp
-        if a.q_norm is not None or a.softcap is not None:
-            return "query/key norms or attention soft-capping"
+        if (a.q_norm is not None) != (block is Gemma3Block):
+            return "query/key norms on a Llama-family block"
         for m in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj):
             if (why := _linear_problem(m)) is not None:
                 return why
-        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
-            if not _float_ok(norm.weight) or norm.unit_offset:
-                return "a norm that is not an fp32 RMSNorm"
+        for norm in _norms(layer).values():
+            if norm is not None and (not _float_ok(norm.weight) or norm.unit_offset != offset):
+                return "a norm that is not an fp32 RMSNorm of the family's kind"
+    if model.model.norm.unit_offset != offset:
+        return "a final norm that is not of the family's kind"
     return _linear_problem(model.lm_head)
 
 
@@ -155,7 +173,7 @@ class CpuDecoder:
             raise ValueError(f"the C decode forward does not support this model: {why}")
         self.model, self.cache, self.block_size = model, cache, block_size
         self.lib = load_library()
-        self.lib.decode_forward.argtypes = [ctypes.POINTER(_Model), _i32, _ptr, _ptr, _ptr, _ptr, _ptr,
+        self.lib.decode_forward.argtypes = [ctypes.POINTER(_Model), _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr,
                                             ctypes.c_int64, _ptr, _ptr]
         self.lib.decode_forward.restype = ctypes.c_int
         self._build()
@@ -176,9 +194,13 @@ class CpuDecoder:
 
         for layer in self.model.model.layers:
             a, mlp = layer.self_attn, layer.mlp
-            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
-                watch.append((norm._parameters, "weight", norm._parameters["weight"]))
-            for parent, names in ((a, ("q_proj", "k_proj", "v_proj", "o_proj")), (mlp, ("gate_proj", "up_proj", "down_proj"))):
+            for norm in _norms(layer).values():
+                if norm is not None:
+                    watch.append((norm._parameters, "weight", norm._parameters["weight"]))
+            watch.extend((parent._modules, name, m) for parent in (layer, a) for name, m in parent._modules.items()
+                         if isinstance(m, RMSNorm))
+            for parent, names in ((a, ("q_proj", "k_proj", "v_proj", "o_proj")),
+                                  (mlp, ("gate_proj", "up_proj", "down_proj"))):
                 for name in names:
                     linear(parent, name)
         norm = self.model.model.norm
@@ -196,17 +218,21 @@ class CpuDecoder:
         for i, layer in enumerate(model.model.layers):
             a, mlp = layer.self_attn, layer.mlp
             L = self._layers[i]
-            L.attn_norm, L.ffn_norm = layer.input_layernorm.weight.data_ptr(), layer.post_attention_layernorm.weight.data_ptr()
+            for name, norm in _norms(layer).items():
+                setattr(L, name, None if norm is None else norm.weight.data_ptr())
             for name, m in (("q", a.q_proj), ("k", a.k_proj), ("v", a.v_proj), ("o", a.o_proj),
                             ("gate", mlp.gate_proj), ("up", mlp.up_proj), ("down", mlp.down_proj)):
                 setattr(L, name, self._linear(m))
             L.k_pool, L.v_pool = self.cache.k[i].data_ptr(), self.cache.v[i].data_ptr()
             L.window = int(a.window or 0)
+            L.local_rope = int(a.window is not None)
         pool = self.cache.k[0]
         self._struct = _Model(c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
                               c.intermediate_size, c.vocab_size, self.block_size, pool.stride(0), c.rms_norm_eps,
                               model.model.layers[0].self_attn.scale, model.model.norm.weight.data_ptr(),
-                              self._linear(model.lm_head), self._layers)
+                              self._linear(model.lm_head), self._layers, float(c.family == "gemma3"),
+                              float(c.attn_logit_softcapping or 0.0), float(c.final_logit_softcapping or 0.0),
+                              int(c.hidden_act == "gelu_tanh"))
         self._watch = self._watch_list()
         kinds = {_KIND_NAMES[L.kind] for layer in self._layers for L in (layer.q, layer.o, layer.gate, layer.down)}
         log.info("C decode forward ready: %s block weights, %s head", "/".join(sorted(kinds)),
@@ -221,15 +247,20 @@ class CpuDecoder:
             self._build()
         model, bs = self.model, self.block_size
         B = len(ids)
-        h = model.model.embed_tokens(torch.tensor(ids)).float().contiguous()
+        h = model.model.embed_tokens(torch.tensor(ids)).float()
+        if model.embed_scale is not None:
+            h = h * torch.tensor(model.embed_scale, dtype=h.dtype)
+        h = h.contiguous()
         pos = torch.tensor(positions)
         cos, sin = (t.reshape(B, -1).contiguous() for t in rope_cos_sin(model.inv_freq, pos[None], torch.float32))
+        cos_local, sin_local = (cos, sin) if model.config.rope_local_theta is None else (
+            t.reshape(B, -1).contiguous() for t in rope_cos_sin(model.inv_freq_local, pos[None], torch.float32))
         slots = torch.tensor([t[p // bs] * bs + p % bs for t, p in zip(block_tables, positions)], dtype=torch.int64)
         tables = padded_tables(block_tables)
         ctx_lens = (pos + 1).to(torch.int32)
         logits = torch.empty(B, model.config.vocab_size)
         status = self.lib.decode_forward(ctypes.byref(self._struct), B, h.data_ptr(), cos.data_ptr(), sin.data_ptr(),
-                                         slots.data_ptr(), tables.data_ptr(), tables.shape[1], ctx_lens.data_ptr(),
+                                         cos_local.data_ptr(), sin_local.data_ptr(), slots.data_ptr(), tables.data_ptr(), tables.shape[1], ctx_lens.data_ptr(),
                                          logits.data_ptr())
         if status != 0:
             raise MemoryError("the C decode forward could not allocate its scratch buffers")

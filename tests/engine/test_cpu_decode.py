@@ -144,23 +144,18 @@ def test_quantized_decode_stays_close_to_fp32_math(method, group, head_bits):
     assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.9
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2-bias", "mistral-window"])
+@pytest.mark.parametrize("name", ["llama", "qwen2-bias", "mistral-window", "gemma3-window"])
 def test_engine_greedy_through_the_c_forward_equals_the_loop(name, monkeypatch):
     """Chunked prefill, preemption and prefix hits, with the small decode-only steps in C (and the larger ones on
     the torch path): token for token the plain loop's output."""
-    monkeypatch.setitem(paged_reference.MODELS, name, replace(VARIANTS[name], vocab_size=128))
+    if name in VARIANTS:  # paged_reference.MODELS has gemma3-window (11-token window) already
+        monkeypatch.setitem(paged_reference.MODELS, name, replace(VARIANTS[name], vocab_size=128))
     engine = check_engine_matches_loop(name, "cpu", "cpu")
     assert engine.runner.cpu_decoder is not None and engine.runner.cpu_decode_steps > 0
 
 
 def test_unsupported_models_keep_the_torch_path(caplog):
-    gemma = random_model(CONFIGS["gemma3-window"])
-    assert "gemma3" in unsupported(gemma)
-    with caplog.at_level(logging.INFO, logger="temper.engine.model_runner"):
-        engine = LLMEngine(gemma, word_tokenizer(), EngineConfig(kv_cache_memory=1 << 20, max_model_len=64))
-    assert engine.runner.cpu_decoder is None and "stay on the PyTorch path" in caplog.text
-
-    class Wrapped(nn.Module):
+    class Wrapped(nn.Module):  # as an adapter wraps a layer
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
@@ -173,6 +168,11 @@ def test_unsupported_models_keep_the_torch_path(caplog):
     assert "Wrapped" in unsupported(llama)
     with pytest.raises(ValueError, match="Wrapped"):
         CpuDecoder(llama, None, 4)
+    with caplog.at_level(logging.INFO, logger="temper.engine.model_runner"):
+        engine = LLMEngine(llama, word_tokenizer(), EngineConfig(kv_cache_memory=1 << 20, max_model_len=64))
+    assert engine.runner.backend == "cpu" and engine.runner.cpu_decoder is None
+    assert "stay on the PyTorch path: a Wrapped layer" in caplog.text
+    assert "fp32" in unsupported(random_model(CONFIGS["gemma3-window"]).to(torch.bfloat16))
     off = LLMEngine(random_model(CONFIGS["llama"]), word_tokenizer(),
                     EngineConfig(kv_cache_memory=1 << 20, max_model_len=64, cpu_decode_max_batch=0))
     assert off.runner.cpu_decoder is None
@@ -192,3 +192,13 @@ def test_replaced_weights_are_picked_up():
     after = decode_all_positions(model, seqs, decoder, tables)
     torch.testing.assert_close(after, model(torch.tensor(seqs)), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("name", ["gemma3-window", "softcap"])
+def test_gemma3_decode_equals_the_dense_forward(name):
+    """Sandwich norms, q/k norms, GeGLU, scaled embeddings, local rotary frequencies on the sliding-window layers
+    (a 7-token window over 23 positions), attention soft-capping."""
+    model = random_model(CONFIGS[name])
+    assert unsupported(model) is None
+    ids = torch.randint(0, model.config.vocab_size, (2, 23), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(decode_all_positions(model, ids.tolist()), model(ids), rtol=1e-4, atol=1e-4)

@@ -1,4 +1,4 @@
-/* The whole decode step of a Llama-family model for a few sequences on the CPU, fp32 activations, in one call
+/* The whole decode step of a Llama-family or Gemma 3 model for a few sequences on the CPU, fp32 activations, in one call
    (temper/engine/cpu_decode.py fills the structs below and calls `decode_forward`; cpu_paged.py builds this file
    into the same library as cpu_kernels.c, whose `paged_decode_f32` attends).
 
@@ -41,6 +41,9 @@ typedef struct {
     Linear q, k, v, o, gate, up, down;
     float *k_pool, *v_pool; /* (Hkv, slots, D) */
     int32_t window;         /* 0: full attention */
+    int32_t local_rope;     /* rotate with the local (sliding-window) frequencies */
+    /* Gemma 3 only (NULL for Llama): per-head q/k norms, norms after attention and after the MLP */
+    const float *q_norm, *k_norm, *post_attn_norm, *post_ffn_norm;
 } Layer;
 
 typedef struct {
@@ -50,6 +53,9 @@ typedef struct {
     const float *final_norm;
     Linear head;
     const Layer *layers;
+    float norm_offset;               /* RMSNorm scales by (norm_offset + weight): 0 Llama, 1 Gemma */
+    float attn_softcap, final_softcap; /* 0: none */
+    int32_t gelu;                    /* GeGLU (tanh-approximated gelu) instead of SwiGLU */
 } Model;
 
 /* ---------------------------------------------------------------------------------------------- dot products */
@@ -228,13 +234,14 @@ static int linear(const Linear *L, int B, const float *x, float *y, int64_t ldy)
     return 0;
 }
 
-static void rmsnorm(const float *x, const float *w, float eps, int B, int d, float *out) {
+/* out may be x */
+static void rmsnorm(const float *x, const float *w, float offset, float eps, int B, int d, float *out) {
     for (int b = 0; b < B; b++) {
         const float *xb = x + (int64_t)b * d;
         float ss = 0.0f;
         for (int i = 0; i < d; i++) ss += xb[i] * xb[i];
         const float r = 1.0f / sqrtf(ss / d + eps);
-        for (int i = 0; i < d; i++) out[(int64_t)b * d + i] = w[i] * (xb[i] * r);
+        for (int i = 0; i < d; i++) out[(int64_t)b * d + i] = (offset + w[i]) * (xb[i] * r);
     }
 }
 
@@ -254,8 +261,9 @@ static void rope(float *x, int heads, int D, const float *cos, const float *sin)
 /* One decode step for B sequences: h (B, d) holds the new tokens' embeddings (overwritten); cos/sin (B, D) their
    rotations; slots[b] the KV slot each new token is written to; tables (B, table_w), ctx_lens[b] (keys the new
    token sees, itself included). Writes logits (B, V). Returns 0, or -1 when memory ran out. */
-int decode_forward(const Model *m, int B, float *h, const float *cos, const float *sin, const int64_t *slots,
-                   const int32_t *tables, int64_t table_w, const int32_t *ctx_lens, float *logits) {
+int decode_forward(const Model *m, int B, float *h, const float *cos_global, const float *sin_global,
+                   const float *cos_local, const float *sin_local, const int64_t *slots, const int32_t *tables,
+                   int64_t table_w, const int32_t *ctx_lens, float *logits) {
     const int d = m->hidden, H = m->num_heads, Hkv = m->num_kv_heads, D = m->head_dim, I = m->intermediate;
     const int nq = H * D, nkv = Hkv * D, nqkv = nq + 2 * nkv;
     float *x = malloc(sizeof(float) * (size_t)B * d);
@@ -268,12 +276,17 @@ int decode_forward(const Model *m, int B, float *h, const float *cos, const floa
     for (int b = 0; b < B && status == 0; b++) rows[b] = b;
     for (int l = 0; l < m->num_layers && status == 0; l++) {
         const Layer *L = m->layers + l;
-        rmsnorm(h, L->attn_norm, m->eps, B, d, x);
+        rmsnorm(h, L->attn_norm, m->norm_offset, m->eps, B, d, x);
         if ((status = linear(&L->q, B, x, qkv, nqkv)) != 0 || (status = linear(&L->k, B, x, qkv + nq, nqkv)) != 0 ||
             (status = linear(&L->v, B, x, qkv + nq + nkv, nqkv)) != 0)
             break;
+        const float *cos = L->local_rope ? cos_local : cos_global, *sin = L->local_rope ? sin_local : sin_global;
         for (int b = 0; b < B; b++) {
             float *qb = qkv + (int64_t)b * nqkv, *kb = qb + nq, *vb = kb + nkv;
+            if (L->q_norm != NULL) {
+                rmsnorm(qb, L->q_norm, m->norm_offset, m->eps, H, D, qb);
+                rmsnorm(kb, L->k_norm, m->norm_offset, m->eps, Hkv, D, kb);
+            }
             rope(qb, H, D, cos + (int64_t)b * D, sin + (int64_t)b * D);
             rope(kb, Hkv, D, cos + (int64_t)b * D, sin + (int64_t)b * D);
             for (int hh = 0; hh < Hkv; hh++) {
@@ -282,23 +295,30 @@ int decode_forward(const Model *m, int B, float *h, const float *cos, const floa
             }
         }
         status = paged_decode_f32(qkv, D, nqkv, L->k_pool, L->v_pool, m->pool_head_stride, attn, D, nq, rows, tables,
-                                  table_w, ctx_lens, B, H, Hkv, D, m->block_size, m->attn_scale, 0.0f, L->window);
+                                  table_w, ctx_lens, B, H, Hkv, D, m->block_size, m->attn_scale, m->attn_softcap, L->window);
         if (status != 0 || (status = linear(&L->o, B, attn, x, d)) != 0) break;
+        if (L->post_attn_norm != NULL) rmsnorm(x, L->post_attn_norm, m->norm_offset, m->eps, B, d, x);
         for (int64_t i = 0; i < (int64_t)B * d; i++) h[i] += x[i];
-        rmsnorm(h, L->ffn_norm, m->eps, B, d, x);
+        rmsnorm(h, L->ffn_norm, m->norm_offset, m->eps, B, d, x);
         if ((status = linear(&L->gate, B, x, gu, 2 * I)) != 0 || (status = linear(&L->up, B, x, gu + I, 2 * I)) != 0)
             break;
         for (int b = 0; b < B; b++)
             for (int i = 0; i < I; i++) {
                 const float g = gu[(int64_t)b * 2 * I + i], u = gu[(int64_t)b * 2 * I + I + i];
-                act[(int64_t)b * I + i] = g / (1.0f + expf(-g)) * u;
+                const float a = m->gelu ? 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)))
+                                        : g / (1.0f + expf(-g));
+                act[(int64_t)b * I + i] = a * u;
             }
         if ((status = linear(&L->down, B, act, x, d)) != 0) break;
+        if (L->post_ffn_norm != NULL) rmsnorm(x, L->post_ffn_norm, m->norm_offset, m->eps, B, d, x);
         for (int64_t i = 0; i < (int64_t)B * d; i++) h[i] += x[i];
     }
     if (status == 0) {
-        rmsnorm(h, m->final_norm, m->eps, B, d, x);
+        rmsnorm(h, m->final_norm, m->norm_offset, m->eps, B, d, x);
         status = linear(&m->head, B, x, logits, m->vocab);
+        if (status == 0 && m->final_softcap > 0.0f)
+            for (int64_t i = 0; i < (int64_t)B * m->vocab; i++)
+                logits[i] = tanhf(logits[i] / m->final_softcap) * m->final_softcap;
     }
     free(x), free(qkv), free(attn), free(gu), free(act), free(rows);
     return status;
