@@ -24,13 +24,13 @@ sys.path.insert(0, str(ROOT))
 from temper.engine import cpu_decode
 from temper.engine.attention import cpu_paged
 
-PHASES = ["norm+qkv", "rope+store", "attention", "o", "norm+gate/up+act", "down", "final norm+head"]
+PHASES = ["norm+qkv", "q/k norm+rope+store", "attention", "o", "norms+gate/up+act", "down(+norm)", "final norm+head"]
 TIMERS = {  # anchor line in decode_forward -> code inserted before it
-    "        rmsnorm(h, L->attn_norm, m->eps, B, d, x);\n": "        double t0 = now();\n",
-    "        for (int b = 0; b < B; b++) {\n            float *qb": "        double t1 = now(); T[0] += t1 - t0;\n",
+    "        rmsnorm(h, L->attn_norm, m->norm_offset, m->eps, B, d, x);\n": "        double t0 = now();\n",
+    "        const float *cos = L->local_rope": "        double t1 = now(); T[0] += t1 - t0;\n",
     "        status = paged_decode_f32(": "        double t2 = now(); T[1] += t2 - t1;\n",
     "        if (status != 0 || (status = linear(&L->o,": "        double t3 = now(); T[2] += t3 - t2;\n",
-    "        for (int64_t i = 0; i < (int64_t)B * d; i++) h[i] += x[i];\n        rmsnorm(h, L->ffn_norm":
+    "        if (L->post_attn_norm != NULL)":
         "        double t4 = now(); T[3] += t4 - t3;\n",
     "        if ((status = linear(&L->down,": "        double t5 = now(); T[4] += t5 - t4;\n",
     "    }\n    if (status == 0) {\n        rmsnorm(h, m->final_norm":
