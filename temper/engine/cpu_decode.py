@@ -10,8 +10,8 @@ batches, prefill chunks and models it does not cover (`unsupported` says why) ke
 
 Weights: fp32 linears are read where they are (live: a trainer's in-place updates are seen); int4 layers
 (`QuantLinear`, groups of a multiple of 32) are repacked once into blocks of 32 inputs and dotted with activations
-quantized to int8 per block, as llama.cpp does for Q4_1 (a copy of the codes, ~0.5 byte per weight); int8 layers
-read their codes with a scale per row.
+quantized to int8 per block, as llama.cpp does for Q4_1 (a copy of the codes: half a byte per weight, plus an
+fp32 scale and min per group); int8 layers read their codes with a scale per row.
 """
 from __future__ import annotations
 
