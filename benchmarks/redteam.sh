@@ -2,12 +2,16 @@
 # The red team against `temper serve` with the default model, guard off then on, and the guard's latency.
 #   make redteam        (or: bash benchmarks/redteam.sh with temper on PATH)
 # Env: OBJECTIVES (per family, default 30), OUT (default runs/redteam), CONCURRENCY (default 16),
-#      FAMILIES (default: all). Servers run one at a time so that they do not share the CPU while measured.
+#      FAMILIES (default: all), POLICY (the guard policy, default `default`), GUARD_ONLY=1 (only the guarded
+#      run, e.g. to compare two sets of heads: POLICY=my-policy.yaml with `models: FOLDER`).
+#      Servers run one at a time so that they do not share the CPU while measured.
 set -euo pipefail
 OBJECTIVES=${OBJECTIVES:-30}
 OUT=${OUT:-runs/redteam}
 CONCURRENCY=${CONCURRENCY:-16}
 FAMILIES=${FAMILIES:-direct,jailbreak,roleplay,encoding,rephrase,many_shot,injection}
+POLICY=${POLICY:-default}
+GUARD_ONLY=${GUARD_ONLY:-0}
 MODEL=smollm2-135m-instruct
 mkdir -p "$OUT"
 python -c "from temper.safety.classifiers import GuardModels; GuardModels.load_or_train()"
@@ -31,11 +35,14 @@ run() {  # run NAME PORT
     | tee "$OUT/$1.txt"
 }
 
-start 8101
-run guard-off 8101
-stop 8101
-start 8102 --guard default
+if [ "$GUARD_ONLY" != 1 ]; then
+  start 8101
+  run guard-off 8101
+  stop 8101
+fi
+start 8102 --guard "$POLICY"
 run guard-on 8102
 cp "$OUT/serve-8102.log" "$OUT/guard-on-server.log"
+[ "$GUARD_ONLY" = 1 ] && exit 0
 start 8101
 python benchmarks/guard_latency.py --off http://127.0.0.1:8101/v1 --on http://127.0.0.1:8102/v1 | tee "$OUT/latency.txt"

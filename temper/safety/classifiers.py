@@ -13,7 +13,7 @@ Three binary heads and one category head share the packaged all-MiniLM-L6-v2 enc
 A head is a one-hidden-layer MLP (384 -> 128 -> 1) trained full-batch with AdamW on window embeddings; a text's score
 is the maximum over its windows. Thresholds are chosen on the dev split (best F1 with at most 5% false positives on
 the dev benign-edgy prompts) and saved with the weights. Nothing is downloaded: `train()` takes about two minutes on
-a 2-core CPU and writes ``<cache>/safety/guard-v2`` (see `default_path`), which `GuardModels.load()` reads.
+a 2-core CPU and writes ``<cache>/safety/guard-v3`` (see `default_path`), which `GuardModels.load()` reads.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from temper.safety.encoder import TextEncoder
 from temper.safety.normalize import views
 
 log = logging.getLogger(__name__)
-FORMAT = 2
+FORMAT = 3
 BINARY_HEADS = ("harm_prompt", "harm_response", "attack")
 HIDDEN = 128
 
@@ -195,10 +195,14 @@ def _render(template: str, request: str) -> str:
 
 
 def training_sets(split: str, sharegpt: int = 3000) -> dict[str, tuple[list[str], list[int], list[float]]]:
-    """(texts, labels, weights) per binary head for one split; benign-edgy prompts weigh 5 (hard negatives)."""
+    """(texts, labels, weights) per binary head for one split; benign-edgy prompts weigh 5 (hard negatives). The
+    train split adds the project-written edgy prompts and harmful rephrasings (temper/safety/written/)."""
     harmful = [p.text for p in data.harmful_prompts(split)]
     benign = [p.text for p in data.benign_prompts(split, sharegpt=sharegpt)]
     edgy = [p.text for p in data.benign_edgy_prompts(split)]
+    if split == "train":
+        harmful += [p.text for p in data.written_harmful_rephrasings()]
+        edgy += [p.text for p in data.written_edgy_prompts()]
     answers_bad = [p.text for p in data.harmful_answers() if data.split_of(p.text) == split]
     answers_ok = [p.text for p in data.benign_answers(sharegpt=sharegpt // 2) if data.split_of(p.text) == split]
     templates = data.jailbreak_templates(split)

