@@ -46,7 +46,7 @@ class GuardModelsMissing(TemperError):
 
 
 def default_path() -> Path:
-    """Where the trained heads live: <cache>/safety/guard-v2 (cache: $TEMPER_CACHE_DIR or ~/.cache/temper)."""
+    """Where the trained heads live: <cache>/safety/guard-v{FORMAT} (cache: $TEMPER_CACHE_DIR or ~/.cache/temper)."""
     return cache_dir() / "safety" / f"guard-v{FORMAT}"
 
 
