@@ -11,9 +11,10 @@ Three binary heads and one category head share the packaged all-MiniLM-L6-v2 enc
 - ``category``: which harm (data.CATEGORIES), asked only of texts a harm head flagged.
 
 A head is a one-hidden-layer MLP (384 -> 128 -> 1) trained full-batch with AdamW on window embeddings; a text's score
-is the maximum over its windows. Thresholds are chosen on the dev split (best F1 with at most 5% false positives on
-the dev benign-edgy prompts) and saved with the weights. Nothing is downloaded: `train()` takes about two minutes on
-a 2-core CPU and writes ``<cache>/safety/guard-v3`` (see `default_path`), which `GuardModels.load()` reads.
+is the maximum over its windows. Thresholds are chosen on the dev split (best F1 where a false positive on a dev
+benign-edgy prompt counts five times; see `pick_threshold`) and saved with the weights. Nothing is downloaded:
+`train()` takes about 8-9 minutes on a 2-core CPU (510 s on the project's VM) and writes ``<cache>/safety/guard-v3``
+(see `default_path`), which `GuardModels.load()` reads; `temper safety train` does it ahead of a server's start.
 """
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ class GuardModels:
         folder = Path(path) if path is not None else default_path()
         if not (folder / "meta.json").is_file():
             raise GuardModelsMissing(f"no trained guard classifiers in {folder}: run `temper safety train` "
-                                     f"(about two minutes on a CPU, offline)")
+                                     f"(about 8-9 minutes on 2 CPU cores, offline)")
         meta = json.loads((folder / "meta.json").read_text())
         if meta.get("format") != FORMAT:
             raise GuardModelsMissing(f"{folder} holds format {meta.get('format')}, this temper reads {FORMAT}: "
@@ -119,7 +120,8 @@ class GuardModels:
         try:
             return cls.load(path)
         except GuardModelsMissing:
-            log.warning("no trained guard classifiers yet: training them now (one time, about two minutes)")
+            log.warning("no trained guard classifiers yet: training them now, once (about 8-9 minutes on 2 CPU cores; "
+                        "`temper safety train` does it ahead of time)")
             train(path)
             return cls.load(path)
 
