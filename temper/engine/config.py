@@ -20,8 +20,8 @@ class EngineConfig:
     # kernel (built on first use with the system's C compiler); else the portable torch path
     attention_backend: str = "auto"
     # decode-only steps of up to this many sequences run as one C call (temper/engine/cpu_decode.py) on the `cpu`
-    # backend for Llama-family models (fp32, int8 or int4 weights); 0 keeps every step on the PyTorch path. At 32
-    # sequences the C call and the PyTorch path (MKL GEMMs) ran at the same speed on SmolLM2 (2-core EPYC)
+    # backend for Llama-family and Gemma 3 models (fp32, int8 or int4 weights); 0 keeps every step on the PyTorch
+    # path. At 32 sequences the C call and the PyTorch path (MKL GEMMs) ran at the same speed on SmolLM2 (2-core EPYC)
     cpu_decode_max_batch: int = 16
     cuda_graphs: bool = True  # capture decode steps in CUDA graphs (CUDA with the triton backend)
     max_graph_batch: int = 256  # largest decode batch captured; bigger batches run eagerly

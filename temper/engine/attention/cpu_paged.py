@@ -85,9 +85,10 @@ def load_library() -> ctypes.CDLL:
             result = subprocess.run([_compiler(), *CFLAGS, *map(str, SOURCES), "-o", tmp, "-lm"], capture_output=True,
                                     text=True, check=False)
             if result.returncode != 0:
-                raise KernelBuildError(f"building {' and '.join(s.name for s in SOURCES)} failed:\n{result.stderr.strip()[-2000:]}")
+                names = " and ".join(s.name for s in SOURCES)
+                raise KernelBuildError(f"building {names} failed:\n{result.stderr.strip()[-2000:]}")
             os.replace(tmp, path)
-            log.info("built the CPU attention kernel: %s", path)
+            log.info("built the CPU kernels (attention, decode step): %s", path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
