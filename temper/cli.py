@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-backend", choices=("auto", "torch", "triton", "cpu"), default="auto",
                    help="decode attention: auto (default) picks the Triton kernel on CUDA and the C kernel for "
                         "fp32 on the CPU (built on first use with the system's C compiler), else torch")
+    p.add_argument("--cpu-decode-max-batch", type=int, default=16, metavar="N",
+                   help="on the CPU, decode-only steps of up to N sequences run as one C call (Llama-family and "
+                        "Gemma 3 models); 0 keeps every step on PyTorch (default: 16)")
     p.add_argument("--max-queued", type=int, default=512,
                    help="requests allowed to wait beyond the running batch; more get 429 (default: 512)")
     p.add_argument("--request-timeout", type=float, default=600.0, metavar="S",

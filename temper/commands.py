@@ -213,7 +213,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                           kv_cache_memory=None if args.kv_cache_memory is None else int(args.kv_cache_memory * 2**30),
                           max_model_len=args.max_model_len, enable_prefix_caching=not args.no_prefix_caching,
-                          attention_backend=args.attention_backend)
+                          attention_backend=args.attention_backend, cpu_decode_max_batch=args.cpu_decode_max_batch)
 
     def loader() -> Backend:
         loaded = load_model(args)
