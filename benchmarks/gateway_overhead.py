@@ -70,7 +70,8 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise SystemExit(f"{url} did not get ready")
 
 
-def start_gateway(upstream: str, model: str, semantic: bool, workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_gateway(upstream: str, model: str, semantic: bool, workdir: Path,
+                  server: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     port = free_port()
     config = {"listen": {"port": port}, "log_requests": False,
               "backends": [{"name": "b", "url": upstream, "model": model,
@@ -79,7 +80,7 @@ def start_gateway(upstream: str, model: str, semantic: bool, workdir: Path) -> t
                         "semantic": {"enabled": semantic}}}
     path = workdir / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([sys.executable, "-m", "temper.cli", "gateway", "--config", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "temper.cli", "gateway", "--config", str(path), *server],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/health", proc)
@@ -124,6 +125,9 @@ def main() -> None:
         procs.append(gw_exact)
         gw_sem, url_sem = start_gateway(upstream, args.model, True, workdir)
         procs.append(gw_sem)
+        # the same gateway on uvicorn's pure-Python parser and loop, which it runs on without httptools and uvloop
+        gw_slow, url_slow = start_gateway(upstream, args.model, False, workdir, ("--http", "h11", "--loop", "asyncio"))
+        procs.append(gw_slow)
 
         def bodies(tag: str) -> list[dict]:
             return [{"model": args.model, "temperature": 0, "max_tokens": args.max_tokens,
@@ -134,11 +138,12 @@ def main() -> None:
         paired: dict[str, list[float]] = {}
         with httpx.Client(timeout=60) as client:
             direct_root = upstream.removesuffix("/v1")
-            for url in (direct_root, url_exact, url_sem):  # warm up connections, imports and the embedder
+            for url in (direct_root, url_exact, url_sem, url_slow):  # warm up connections, imports and the embedder
                 timed(client, url, bodies(f"warm-{url}")[:20])
             # each gateway request right after a direct one with the same shape: this VM's speed drifts by tens of
             # percent between minutes, and pairing makes the drift cancel in the differences
             cases = {"gateway, exact cache miss": (url_exact, bodies("exact")),
+                     "  same on h11 + asyncio": (url_slow, bodies("slow")),
                      "gateway, exact + semantic miss": (url_sem, bodies("semantic")),
                      "gateway, exact cache hit": (url_exact, bodies("exact")[:1] * args.requests)}
             for name, (url, gateway_bodies) in cases.items():
@@ -172,7 +177,7 @@ def main() -> None:
     print("added p50: the median of (gateway - direct) over requests sent in alternation")
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"  # what uvicorn's "auto" picks
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    print(f"the gateway's uvicorn ran on {loop} with {http}")
+    print(f"the gateway's uvicorn ran on {loop} with {http} (the back end's too), but where named")
     mean_own = own["sum"] / own["count"] * 1000 if own.get("count") else float("nan")
     print(f"the gateway's own time per request (its overhead histogram, misses and hits): mean {mean_own:.2f} ms")
     print(json.dumps({"bench": "gateway_overhead", "requests": args.requests,
@@ -180,6 +185,7 @@ def main() -> None:
                       "p50_ms": {k: round(v["p50"], 3) for k, v in rows.items()},
                       "p99_ms": {k: round(v["p99"], 3) for k, v in rows.items()},
                       "added_p50_ms_miss": round(added["gateway, exact cache miss"], 3),
+                      "added_p50_ms_miss_h11_asyncio": round(added["  same on h11 + asyncio"], 3),
                       "added_p50_ms_semantic_miss": round(added["gateway, exact + semantic miss"], 3),
                       "hit_p50_ms": round(rows["gateway, exact cache hit"]["p50"], 3),
                       "gateway_own_mean_ms": round(mean_own, 3),

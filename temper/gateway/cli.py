@@ -18,6 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="address to bind (default: the config's, else 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: the config's, else 4000)")
     p.add_argument("--json", action="store_true", help="spend/check: machine-readable output")
+    p.add_argument("--http", choices=("auto", "httptools", "h11"), default="auto",
+                   help="uvicorn's HTTP parser (auto: httptools when installed, it is the faster)")
+    p.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                   help="the event loop (auto: uvloop when installed, it is the faster)")
     return p
 
 
@@ -53,7 +57,7 @@ def _serve(config, args) -> int:
           f"{'; routes ' + ', '.join(config.routes) if config.routes else ''}; OpenAI-compatible API on "
           f"http://{host}:{port}/v1", file=sys.stderr)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None,
-                                  timeout_keep_alive=30)).run()
+                                  timeout_keep_alive=30, http=args.http, loop=args.loop)).run()
     return 0
 
 

@@ -136,6 +136,7 @@ class SQLiteState(State):
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._lock = threading.Lock()  # one connection, used from the event loop and from tests' threads
+        self._cache_counts: dict[str, int] = {}  # cache entries per key prefix, counted since the last prune
         with self._lock:
             if path != ":memory:":
                 self._db.execute("PRAGMA journal_mode=WAL")
@@ -154,30 +155,35 @@ class SQLiteState(State):
             return result
 
     async def cache_get(self, key: str) -> bytes | None:
+        # one statement each, so no explicit transaction: a miss (the common case) is a single indexed read
         now = time.time()
-
-        def run(db):
-            row = db.execute("SELECT value, expires FROM cache WHERE key = ?", (key,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT value, expires FROM cache WHERE key = ?", (key,)).fetchone()
             if row is None:
                 return None
             if row[1] <= now:
-                db.execute("DELETE FROM cache WHERE key = ?", (key,))
+                self._db.execute("DELETE FROM cache WHERE key = ? AND expires <= ?", (key, now))
                 return None
-            db.execute("UPDATE cache SET used = ? WHERE key = ?", (now, key))
+            self._db.execute("UPDATE cache SET used = ? WHERE key = ?", (now, key))
             return row[0]
-        return self._txn(run)
 
     async def cache_put(self, key: str, value: bytes, ttl: float, max_entries: int) -> None:
-        now = time.time()
+        """Store one answer; keep each kind of entry ("x:" exact, "s:" semantic) within its `max_entries`.
 
-        def run(db):
-            db.execute("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (key, value, now + ttl, now))
-            db.execute("DELETE FROM cache WHERE expires <= ?", (now,))
-            (count,) = db.execute("SELECT COUNT(*) FROM cache").fetchone()
-            if count > max_entries:  # least recently used first
-                db.execute("DELETE FROM cache WHERE key IN (SELECT key FROM cache ORDER BY used LIMIT ?)",
-                           (count - max_entries,))
-        self._txn(run)
+        The size check is amortized: this instance counts its own inserts from the last exact count, and only when
+        that count passes the limit does it prune (expired entries first, then the least recently used) down to
+        `max_entries - max_entries // 16`, so the next sixteenth of the limit's inserts cost one statement each.
+        Several gateway processes sharing the file each prune by their own count, so the table can run over the
+        limit by what the others inserted since, until one of them prunes."""
+        now = time.time()
+        prefix = key[:2]
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (key, value, now + ttl, now))
+            count = self._cache_counts.get(prefix)
+            if count is not None and count + 1 <= max_entries:
+                self._cache_counts[prefix] = count + 1
+                return
+        self._cache_counts[prefix] = self._txn(lambda db: _prune_cache(db, prefix, now, max_entries))
 
     async def sem_add(self, scope, entry_id, vector, text, ttl, max_entries) -> None:
         now = time.time()
@@ -196,11 +202,12 @@ class SQLiteState(State):
         return [SemanticEntry(*r) for r in rows]
 
     async def spend_add(self, key, team, model, cost, prompt_tokens, completion_tokens) -> None:
-        self._txn(lambda db: db.execute(
+        with self._lock:  # one upsert statement: atomic on its own
+            self._db.execute(
             "INSERT INTO spend VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (key, team, model) DO UPDATE SET "
             "cost = cost + excluded.cost, requests = requests + 1, prompt_tokens = prompt_tokens + "
             "excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens",
-            (key, team, model, cost, prompt_tokens, completion_tokens)))
+            (key, team, model, cost, prompt_tokens, completion_tokens))
 
     async def spend_rows(self) -> list[dict]:
         with self._lock:
@@ -259,6 +266,19 @@ class SQLiteState(State):
     async def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _prune_cache(db, prefix: str, now: float, max_entries: int) -> int:
+    """Delete expired entries of one kind, then the least recently used down to the low-water mark; the count left."""
+    lo, hi = prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the keys that start with `prefix`
+    db.execute("DELETE FROM cache WHERE key >= ? AND key < ? AND expires <= ?", (lo, hi, now))
+    (count,) = db.execute("SELECT COUNT(*) FROM cache WHERE key >= ? AND key < ?", (lo, hi)).fetchone()
+    if count > max_entries:
+        keep = max_entries - max_entries // 16
+        db.execute("DELETE FROM cache WHERE key IN (SELECT key FROM cache WHERE key >= ? AND key < ? "
+                   "ORDER BY used LIMIT ?)", (lo, hi, count - keep))
+        count = keep
+    return count
 
 
 def _scalar(db, sql: str, *args) -> float:
@@ -417,12 +437,12 @@ class RedisState(State):
     async def cache_get(self, key):
         value = await self._redis.get(self.k("cache", key))
         if value is not None:
-            await self._redis.zadd(self.k("cache-lru"), {self.k("cache", key): time.time()})
+            await self._redis.zadd(self.k("cache-lru", key[:2]), {self.k("cache", key): time.time()})
         return value
 
     async def cache_put(self, key, value, ttl, max_entries):
         await self._script("cache_put", _LUA_CACHE_PUT)(
-            keys=[self.k("cache", key), self.k("cache-lru")],
+            keys=[self.k("cache", key), self.k("cache-lru", key[:2])],  # one LRU order per kind of entry
             args=[value, int(ttl * 1000), time.time(), max_entries])
 
     async def sem_add(self, scope, entry_id, vector, text, ttl, max_entries):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -174,6 +175,24 @@ def test_stream_that_breaks_after_its_first_token_ends_with_an_error_event(upstr
     assert _text(events).split() == ["partial", "partial"]
     assert events[-1]["error"]["code"] == "upstream_stream_broken"
     assert good.calls == 0
+
+
+def test_a_client_that_hangs_up_abandons_the_back_end_request(upstreams, gateways):
+    up = upstreams(mode="hang")
+    up.hang_seconds = 20
+    url, _ = gateways({"backends": [backend("a", up.url, "m")]})
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                   timeout=0.5)
+    deadline = time.monotonic() + 10
+    while 'status="499"} 1.0' not in (metrics := httpx.get(f"{url}/metrics").text):
+        assert time.monotonic() < deadline, "the gateway never gave the request up"
+        time.sleep(0.05)
+    assert time.monotonic() - started < 10  # not after the back end's 20 s
+    assert 'temper_gateway_backend_in_flight{backend="a"} 0.0' in metrics  # the back-end call was cancelled
+    up.mode = "ok"
+    assert chat(url, "m", "next").status_code == 200  # and it keeps serving
 
 
 def test_least_outstanding_requests_spreads_load(upstreams, gateways):
@@ -509,3 +528,31 @@ def test_the_example_config_builds(embedder):
     gw = app.state.gateway
     assert gw.backends.models() == ["smollm2", "smollm2-int4"] and set(gw.policies) == {"auto", "chat"}
     assert gw.keys.required and gw.config.cache.semantic.enabled
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_cache_store_keeps_each_kind_within_its_size_and_evicts_least_recently_used(store, tmp_path, redis_url):
+    state = _state(store, tmp_path, redis_url)
+
+    async def run():
+        for i in range(40):  # semantic entries have their own, larger limit: they must not push exact ones out
+            await state.cache_put(f"s:{i}", b"s", 60, 10_000)
+        for i in range(32):
+            await state.cache_put(f"x:{i}", str(i).encode(), 60, 32)
+            time.sleep(0.002)  # distinct use times
+        assert await state.cache_get("x:0") == b"0"  # now the most recently used
+        time.sleep(0.002)
+        await state.cache_put("x:32", b"32", 60, 32)
+        await state.cache_put("x:gone", b"old", 0.001, 32)
+        time.sleep(0.01)
+        kept = [i for i in range(33) if await state.cache_get(f"x:{i}") is not None]
+        assert await state.cache_get("x:gone") is None  # expired entries are never returned
+        semantic = [i for i in range(40) if await state.cache_get(f"s:{i}") is not None]
+        await state.close()
+        return kept, semantic
+
+    kept, semantic = asyncio.run(run())
+    assert semantic == list(range(40))
+    assert 0 in kept and 32 in kept and len(kept) <= 32
+    evicted = sorted(set(range(33)) - set(kept))
+    assert evicted and evicted == list(range(1, 1 + len(evicted)))  # the least recently used went first
