@@ -539,12 +539,12 @@ def test_cache_store_keeps_each_kind_within_its_size_and_evicts_least_recently_u
             await state.cache_put(f"s:{i}", b"s", 60, 10_000)
         for i in range(32):
             await state.cache_put(f"x:{i}", str(i).encode(), 60, 32)
-            time.sleep(0.002)  # distinct use times
+            await asyncio.sleep(0.002)  # distinct use times
         assert await state.cache_get("x:0") == b"0"  # now the most recently used
-        time.sleep(0.002)
+        await asyncio.sleep(0.002)
         await state.cache_put("x:32", b"32", 60, 32)
         await state.cache_put("x:gone", b"old", 0.001, 32)
-        time.sleep(0.01)
+        await asyncio.sleep(0.01)
         kept = [i for i in range(33) if await state.cache_get(f"x:{i}") is not None]
         assert await state.cache_get("x:gone") is None  # expired entries are never returned
         semantic = [i for i in range(40) if await state.cache_get(f"s:{i}") is not None]
