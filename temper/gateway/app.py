@@ -78,8 +78,28 @@ class Gateway:
         self.policies: dict[str, Policy] = {name: build_policy(name, r.model_dump(), self.backends, embedder)
                                             for name, r in config.routes.items()}
 
+        self.pending: set[asyncio.Task] = set()  # bookkeeping left for after a response went out
+
     def _backend_error(self, replica: Replica, kind: str) -> None:
         self.metrics.backend_errors.labels(replica.name, kind).inc()
+
+    def after_response(self, work) -> None:
+        """Run `work` (a coroutine: a cache write, the spend ledger, metrics, the log line) once the handler has
+        returned its response, which goes out first: the caller does not wait for the bookkeeping (0.1-0.2 ms a
+        request on a 2-core VM). Limits (budget settlement, the tpm window) are never deferred. `settled()` waits
+        for what is pending: the spend report and shutdown do."""
+        task = asyncio.ensure_future(work)
+        self.pending.add(task)
+        task.add_done_callback(self._after_done)
+
+    def _after_done(self, task: asyncio.Task) -> None:
+        self.pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("bookkeeping after a response failed", exc_info=task.exception())
+
+    async def settled(self) -> None:
+        while self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
 
     # ------------------------------------------------------------------ pricing
     def max_cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
@@ -106,6 +126,7 @@ def create_gateway(config: GatewayConfig, state: State | None = None, embedder=N
                  ", ".join(gw.backends.models()), ", ".join(f"{n} ({p.name})" for n, p in gw.policies.items()) or "-",
                  _cache_summary(config))
         yield
+        await gw.settled()
         await gw.backends.aclose()
         await gw.state.close()
 
@@ -191,6 +212,7 @@ def create_gateway(config: GatewayConfig, state: State | None = None, embedder=N
 
 
 async def spend_report(gw: Gateway) -> dict:
+    await gw.settled()  # this instance's answered requests are in the ledger
     rows = await gw.state.spend_rows()
     totals: dict[str, dict[str, float]] = {"key": {}, "team": {}, "model": {}}
     for row in rows:
@@ -323,6 +345,7 @@ class RequestInfo:
     backend: str | None = None
     tries: list[str] = field(default_factory=list)
     finished: bool = False
+    elapsed: float = 0.0
 
     def headers(self) -> dict[str, str]:
         h = {"x-temper-model": self.decision.model if self.decision else self.model,
@@ -390,9 +413,13 @@ async def _serve(gw: Gateway, info: RequestInfo, path: str, body: dict, control:
     info.tries = answer.tries
     info.ledger.add(answer.replica, *answer.usage)
     answer.body["model"] = answer.replica.model
-    if control.write and cache_ctx and _cacheable(answer.body):
-        await gw.cache.put(cache_ctx, answer.body)
-    await _finish(gw, info)
+    await _finish(gw, info, record=False)  # limits now; the ledger, metrics and log after the response
+
+    async def bookkeeping() -> None:
+        if control.write and cache_ctx and _cacheable(answer.body):
+            await gw.cache.put(cache_ctx, answer.body)
+        await _record(gw, info)
+    gw.after_response(bookkeeping())
     headers = {**info.headers(), "x-temper-cost-usd": f"{info.ledger.cost:.10f}"}
     if info.stream:  # a cascade answered a streaming request: replay its answer as a stream
         return _sse(_replay(answer.body, path, info, body), headers)
@@ -524,23 +551,31 @@ def _sse(gen, headers: dict[str, str]) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
 
 
-async def _finish(gw: Gateway, info: RequestInfo) -> None:
-    """Settle the budget and the tpm window with what was really used; count, price and log the request."""
+async def _finish(gw: Gateway, info: RequestInfo, record: bool = True) -> None:
+    """Settle the budget and the tpm window with what was really used; then (unless the caller defers it with
+    `record=False` and calls `_record` itself) count, price and log the request."""
     if info.finished:
         return
     info.finished = True
-    cost = info.ledger.cost
+    info.elapsed = time.perf_counter() - info.start
     if info.reservation:
-        await gw.state.settle(info.reservation, info.budgets, cost)
+        await gw.state.settle(info.reservation, info.budgets, info.ledger.cost)
     if info.rate_ticket:
         await gw.state.correct_tokens(info.caller.name, info.rate_ticket, info.ledger.tokens)
+    if record:
+        await _record(gw, info)
+
+
+async def _record(gw: Gateway, info: RequestInfo) -> None:
+    """The request in the spend ledger, the metrics and the request log."""
+    cost = info.ledger.cost
     m = gw.metrics
     for replica, p, c, part_cost in info.ledger.parts:
         await gw.state.spend_add(info.caller.name, info.caller.team, replica.model, part_cost, p, c)
         m.tokens.labels(replica.name, "prompt").inc(p)
         m.tokens.labels(replica.name, "completion").inc(c)
         m.cost.labels(replica.model, replica.name, info.caller.team).inc(part_cost)
-    elapsed = time.perf_counter() - info.start
+    elapsed = info.elapsed
     m.requests.labels(info.model, info.backend or "-", str(info.status)).inc()
     m.latency.labels(info.model).observe(elapsed)
     if not info.stream and info.status == 200:

@@ -55,6 +55,14 @@ def chat(url: str, model: str, text: str = "hi", **kw) -> httpx.Response:
     return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=30)
 
 
+def settle(gw, timeout: float = 10.0) -> None:
+    """Wait until a gateway's bookkeeping after its responses (cache writes, the ledger) is done."""
+    deadline = time.monotonic() + timeout
+    while gw.pending:
+        assert time.monotonic() < deadline, "the gateway's bookkeeping did not finish"
+        time.sleep(0.005)
+
+
 def dead_url() -> str:
     import socket
     s = socket.socket()
@@ -452,10 +460,11 @@ def test_two_gateway_instances_share_limits_and_caches_through_redis(upstreams, 
     up = upstreams()
     config = {"backends": [backend("a", up.url, "m")], "keys": [{"name": "k", "key": "sk-k", "rpm": 6}],
               "cache": {"store": redis_url, "semantic": {"enabled": True, "threshold": 0.85}}}
-    url1, _ = gateways(config, state=open_state(redis_url), embedder=embedder)
+    url1, gw1 = gateways(config, state=open_state(redis_url), embedder=embedder)
     url2, _ = gateways(config, state=open_state(redis_url), embedder=embedder)
     auth = {"Authorization": "Bearer sk-k"}
     assert chat(url1, "m", "How do I reverse a list in Python?", headers=auth).headers["x-temper-cache"] == "miss"
+    settle(gw1)  # the cache write goes out right after the response: another instance sees it a moment later
     assert chat(url2, "m", "How do I reverse a list in Python?", headers=auth).headers["x-temper-cache"] == "hit-exact"
     r = chat(url2, "m", "how can i reverse a python list", headers=auth)
     assert r.headers["x-temper-cache"] == "hit-semantic"  # the other instance's entry, through the shared log
