@@ -1,5 +1,5 @@
 """What the gateway adds to a request: latency of the same requests sent straight to a back end and through
-`temper gateway`, for cache misses (exact cache on, every prompt new), with the semantic cache on too (one MiniLM
+`temper gateway`, and through a bare proxy (the floor of a Python hop on the same stack), for cache misses (exact cache on, every prompt new), with the semantic cache on too (one MiniLM
 embedding per miss), and for cache hits.
 
 The back end is a constant-time OpenAI-compatible responder in its own process (so the model's own variance does
@@ -44,6 +44,41 @@ async def chat(request: Request):
                          "logprobs": None}],
             "usage": {"prompt_tokens": 12, "completion_tokens": int(body.get("max_tokens") or 8),
                       "total_tokens": 12 + int(body.get("max_tokens") or 8)}}
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+'''
+
+# the floor a Python proxy can reach on this stack: uvicorn (auto: httptools + uvloop when installed) and aiohttp,
+# forwarding bytes without reading them, no cache, no limits, no metrics
+BARE_PROXY_APP = r'''
+import sys, aiohttp, uvicorn
+UPSTREAM = sys.argv[2]
+session = None
+async def app(scope, receive, send):
+    global session
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                session = aiohttp.ClientSession()
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await session.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/health":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    async with session.post(UPSTREAM + scope["path"], data=body, headers={"content-type": "application/json"}) as r:
+        status, data = r.status, await r.read()
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": data})
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 '''
 
@@ -128,6 +163,11 @@ def main() -> None:
         # the same gateway on uvicorn's pure-Python parser and loop, which it runs on without httptools and uvloop
         gw_slow, url_slow = start_gateway(upstream, args.model, False, workdir, ("--http", "h11", "--loop", "asyncio"))
         procs.append(gw_slow)
+        bare_port = free_port()
+        procs.append(subprocess.Popen([sys.executable, "-c", BARE_PROXY_APP, str(bare_port),
+                                       upstream.removesuffix("/v1")]))
+        url_bare = f"http://127.0.0.1:{bare_port}"
+        wait_ready(url_bare + "/health", procs[-1])
 
         def bodies(tag: str) -> list[dict]:
             return [{"model": args.model, "temperature": 0, "max_tokens": args.max_tokens,
@@ -138,11 +178,12 @@ def main() -> None:
         paired: dict[str, list[float]] = {}
         with httpx.Client(timeout=60) as client:
             direct_root = upstream.removesuffix("/v1")
-            for url in (direct_root, url_exact, url_sem, url_slow):  # warm up connections, imports and the embedder
+            for url in (direct_root, url_exact, url_sem, url_slow, url_bare):  # warm up connections, imports and the embedder
                 timed(client, url, bodies(f"warm-{url}")[:20])
             # each gateway request right after a direct one with the same shape: this VM's speed drifts by tens of
             # percent between minutes, and pairing makes the drift cancel in the differences
-            cases = {"gateway, exact cache miss": (url_exact, bodies("exact")),
+            cases = {"bare proxy (floor)": (url_bare, bodies("bare")),
+                     "gateway, exact cache miss": (url_exact, bodies("exact")),
                      "  same on h11 + asyncio": (url_slow, bodies("slow")),
                      "gateway, exact + semantic miss": (url_sem, bodies("semantic")),
                      "gateway, exact cache hit": (url_exact, bodies("exact")[:1] * args.requests)}
@@ -186,6 +227,7 @@ def main() -> None:
                       "p99_ms": {k: round(v["p99"], 3) for k, v in rows.items()},
                       "added_p50_ms_miss": round(added["gateway, exact cache miss"], 3),
                       "added_p50_ms_miss_h11_asyncio": round(added["  same on h11 + asyncio"], 3),
+                      "added_p50_ms_bare_proxy": round(added["bare proxy (floor)"], 3),
                       "added_p50_ms_semantic_miss": round(added["gateway, exact + semantic miss"], 3),
                       "hit_p50_ms": round(rows["gateway, exact cache hit"]["p50"], 3),
                       "gateway_own_mean_ms": round(mean_own, 3),
