@@ -8,15 +8,17 @@ politeness, question forms, long tickets vs short questions, non-native phrasing
 questions, most of them hard negatives (another entity, number, unit, language or direction, a negation, an opposite
 word, and the same thing asked a different question: who vs when, install vs configure, time vs space complexity):
 
-- benchmarks/data/semantic_pairs.jsonl, split "dev": the development set. The guard's rules were written while
+- temper/gateway/data/semantic_pairs.jsonl, split "dev": the development set. The guard's rules were written while
   reading its false hits, so its numbers are optimistic.
-- benchmarks/data/semantic_pairs_heldout.jsonl, split "heldout": written before the first rules, on new topics and
+- temper/gateway/data/semantic_pairs_heldout.jsonl, split "heldout": written before the first rules, on new topics and
   phrasings, sharing no text with the dev set, and evaluated once with the first frozen rules and threshold (0.78:
   67.2% hits, 3.4% false hits, docs/gateway.md). Its false hits then led to three more rules (a negation count,
   comparisons "X than Y" as direction, four opposite pairs), so since then it is development data too:
   `DEFAULT_THRESHOLD` is chosen on dev + heldout together.
-- benchmarks/data/semantic_pairs_fresh.jsonl, split "fresh": 360 pairs written afterwards by someone who had not
-  seen the other sets or the rules, evaluated once with the rules and threshold frozen. Its numbers are the result.
+- temper/gateway/data/semantic_pairs_fresh.jsonl, split "fresh": 360 pairs written afterwards by someone who had not
+  seen the other sets or the rules, evaluated once with the rules and threshold frozen. Its numbers are the result
+  for the guard alone. All three are now the pair verifier's training data; benchmarks/semantic_verifier.py tests
+  the verifier (and the guard alone again) on a fourth set, benchmarks/data/semantic_pairs_fresh2.jsonl.
 
 Both sides of a pair are embedded with the packaged MiniLM (`embed_key`); a pair is a hit when `semantic_match` says
 the cached answer to one may serve the other, with and without the key-term guard. Reported: the threshold table on
@@ -41,7 +43,7 @@ from temper.embeddings import Embedder
 from temper.gateway.semantic import DEFAULT_THRESHOLD, embed_key, guard_mismatches, key_terms, semantic_match
 from temper.stats import wilson_interval
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "temper" / "gateway" / "data"  # shipped: the pair verifier trains on them
 FILES = {"dev": DATA / "semantic_pairs.jsonl", "heldout": DATA / "semantic_pairs_heldout.jsonl",
          "fresh": DATA / "semantic_pairs_fresh.jsonl"}
 SPLITS = tuple(FILES)

@@ -20,7 +20,7 @@ torch.manual_seed(0)
 random.seed(0)
 from pathlib import Path
 
-D = str(Path(__file__).parent / "data") + "/"
+D = str(Path(__file__).parents[1] / "temper" / "gateway" / "data") + "/"
 rows = [json.loads(l) for f in ("semantic_pairs.jsonl", "semantic_pairs_heldout.jsonl") for l in open(D + f)]
 emb = Embedder.load()
 tk = emb.tokenizer

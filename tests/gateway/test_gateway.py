@@ -33,8 +33,9 @@ def upstreams():
 def gateways():
     running = []
 
-    def make(config: dict, state=None, embedder=None):
-        app = create_gateway(load_config(config), state or open_state("memory"), embedder, health_checks=False)
+    def make(config: dict, state=None, embedder=None, verifier=None):
+        app = create_gateway(load_config(config), state or open_state("memory"), embedder, health_checks=False,
+                             verifier=verifier)
         r = serve(app)
         running.append(r)
         return r.url, app.state.gateway
@@ -328,6 +329,29 @@ def test_semantic_cache_is_scoped_by_model_and_system_prompt(upstreams, gateways
     assert chat(url, "m", q2, max_tokens=5).headers["x-temper-cache"] == "miss"  # other sampling settings
     # a different question on the same topic is not a paraphrase
     assert chat(url, "m", "How do I reverse a list in JavaScript?").headers["x-temper-cache"] == "miss"
+
+
+@pytest.mark.parametrize("verifier_threshold", [0.0, 1.0])
+def test_the_pair_verifier_has_the_last_word_on_a_semantic_hit(upstreams, gateways, embedder, tiny_verifier,
+                                                                verifier_threshold):
+    up = upstreams()
+    cache = {"semantic": {"enabled": True, "verifier": "pair-classifier", "verifier_threshold": verifier_threshold}}
+    url, _ = gateways({"backends": [backend("a", up.url, "m")], "cache": cache}, embedder=embedder,
+                      verifier=tiny_verifier[0])
+    q1, q2 = "How do I reverse a list in Python?", "how can i reverse a python list"
+    assert chat(url, "m", q1).headers["x-temper-cache"] == "miss"
+    r = chat(url, "m", q2)  # similar enough, the guard agrees: the verifier decides
+    if verifier_threshold == 0.0:
+        assert r.headers["x-temper-cache"] == "hit-semantic" and 0 < float(r.headers["x-temper-cache-verifier"]) < 1
+        assert up.calls == 1
+    else:
+        assert r.headers["x-temper-cache"] == "miss" and "x-temper-cache-verifier" not in r.headers
+        assert up.calls == 2
+        # q2 is stored now; the same text in another case and spacing is the same question after normalization:
+        # a hit with no verifier call, even though this verifier refuses everything
+        again = chat(url, "m", "  How can I reverse a Python list")
+        assert again.headers["x-temper-cache"] == "hit-semantic" and "x-temper-cache-verifier" not in again.headers
+        assert up.calls == 2
 
 
 # ---------------------------------------------------------------------- routing

@@ -20,7 +20,7 @@ from temper.gateway.semantic import (
     semantic_match,
 )
 
-DATA = Path(__file__).parents[2] / "benchmarks" / "data"
+DATA = Path(__file__).parents[2] / "temper" / "gateway" / "data"
 PAIRS = DATA / "semantic_pairs.jsonl"  # development: rules and threshold were chosen on these
 HELDOUT = DATA / "semantic_pairs_heldout.jsonl"  # written before the rules, evaluated once
 
