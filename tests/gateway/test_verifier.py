@@ -12,8 +12,8 @@ PAIR = ("How do I reverse a list in Python?", "how can i reverse a python list")
 
 def test_training_pairs_ship_with_the_package():
     rows = training_pairs()
-    assert len(rows) == 1503 and {r["split"] for r in rows} == {"dev", "heldout", "fresh"}
-    assert sum(r["equivalent"] for r in rows) == 559
+    assert len(rows) == 1863 and {r["split"] for r in rows} == {"dev", "heldout", "fresh", "fresh2"}
+    assert sum(r["equivalent"] for r in rows) == 699
     assert default_path().name.startswith("pair-verifier-v")  # keyed by data and settings
 
 
@@ -28,6 +28,24 @@ def test_scores_are_symmetric_probabilities_and_survive_save_and_load(tiny_verif
     assert PairVerifier.load_or_train(folder).score([(a, b)]) == pytest.approx([p_ab], abs=1e-5)  # no retraining
     # one batch of several pairs scores each as alone (padding does not leak)
     assert model.score([(a, b)]) == pytest.approx([p_ab], abs=1e-5)
+
+
+def test_swapped_questions_exchange_two_nouns_and_spare_symmetric_ones():
+    import random
+
+    from temper.gateway.verifier import swap_negatives, swapped
+    rng = random.Random(0)
+    text = "What is the effect of stress on sleep?"
+    swaps = {swapped(text, rng) for _ in range(40)}  # two of effect / stress / sleep exchanged
+    assert swaps == {"What is the stress of effect on sleep?", "What is the sleep of stress on effect?",
+                     "What is the effect of sleep on stress?"}
+    assert swapped("Is every square a rectangle?", rng) == "Is every rectangle a square?"
+    assert swapped("What is the difference between TCP and UDP?", rng) is None  # symmetric: the same question
+    assert swapped("How are you?", rng) is None
+    rows = [{"a": "How does the Moon's gravity affect Earth?", "b": "x", "equivalent": True}] * 10
+    negatives = swap_negatives(rows, 1.0, 0)
+    assert negatives and all(not n["equivalent"] and n["kind"] == "swap" for n in negatives)
+    assert {n["b"] for n in negatives} == {"How does the Earth's gravity affect Moon?"}
 
 
 def test_missing_verifier_is_reported(tmp_path):
