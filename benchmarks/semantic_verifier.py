@@ -2,16 +2,20 @@
 
     python benchmarks/semantic_verifier.py [--plot docs/gateway-verifier.png]
 
-The test set is benchmarks/data/semantic_pairs_fresh2.jsonl: 360 pairs (140 paraphrases in 7 kinds, 220 hard
-negatives in 11 kinds) written by a helper that saw none of the other sets, the guard's rules or the docs, committed
-(283d347) before the verifier was first evaluated on it. Both cache rules are scored on it with their settings fixed
-beforehand:
+The test set is benchmarks/data/semantic_pairs_fresh3.jsonl: 360 pairs (140 paraphrases in 7 kinds, 220 hard
+negatives in 11 kinds) written by a helper that saw none of the other sets, the guard's rules, the verifier or the
+docs, committed before the verifier (format 2) was first evaluated on it. Both cache rules are scored on it with
+their settings fixed beforehand:
 - the guard alone: similarity >= 0.85 (`DEFAULT_THRESHOLD`) and no key-term mismatch;
 - the guard + the pair verifier (temper/gateway/verifier.py): similarity >= 0.7, no mismatch, verifier >= 0.5, the
   rule the out-of-fold experiment chose on the development pairs (benchmarks/semantic_pair_classifier_experiment.py).
-The verifier's training pairs (temper/gateway/data/, 1,503) are scored too, marked in-sample. A sweep of the
-verifier's threshold on the test set is printed for the record (and plotted), never used to choose. Latency: the
-verifier's score of one candidate (both orders in one batch), one at a time, after a warm-up.
+The verifier's training pairs (temper/gateway/data/) are scored too, marked in-sample. A sweep of the verifier's
+threshold on the test set is printed for the record (and plotted), never used to choose. Latency: the verifier's
+score of one candidate (both orders in one batch), one at a time, after a warm-up.
+
+History: format 1 (trained without fresh2 and without swapped questions) was tested the same way on
+temper/gateway/data/semantic_pairs_fresh2.jsonl at commit 3b37c17 (`--test` that file); its false hits there, word
+order swaps, are why format 2 trains on swapped questions, so fresh2 is training data now and fresh3 the test.
 """
 from __future__ import annotations
 
@@ -26,10 +30,10 @@ from pathlib import Path
 
 from temper.embeddings import Embedder
 from temper.gateway.semantic import DEFAULT_THRESHOLD, VERIFIED_THRESHOLD, embed_key, normalize_text, semantic_match
-from temper.gateway.verifier import DEFAULT_VERIFIER_THRESHOLD, PairVerifier, training_pairs
+from temper.gateway.verifier import DEFAULT_VERIFIER_THRESHOLD, FORMAT, PairVerifier, training_pairs
 from temper.stats import wilson_interval
 
-TEST = Path(__file__).parent / "data" / "semantic_pairs_fresh2.jsonl"
+TEST = Path(__file__).parent / "data" / "semantic_pairs_fresh3.jsonl"
 GOAL_HIT, GOAL_FALSE_HIT = 0.60, 0.01
 
 
@@ -166,7 +170,8 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             check=False).stdout.strip()
     print(json.dumps({"bench": "semantic_verifier", "machine": platform.processor() or platform.machine(),
-                      "commit": commit, "test_pairs": len(test), "train_pairs": len(train),
+                      "commit": commit, "verifier_format": FORMAT, "test_file": args.test.name,
+                      "test_pairs": len(test), "train_pairs": len(train),
                       "counts": dict(collections.Counter(p["equivalent"] for p in test)), **out}))
     return 0
 
