@@ -84,6 +84,8 @@ def main() -> int:
     ap.add_argument("--test", type=Path, default=TEST)
     ap.add_argument("--verifier", default=None, help="a trained verifier's folder (default: the cached one, "
                                                      "trained first if missing)")
+    ap.add_argument("--verifier-threshold", type=float, default=DEFAULT_VERIFIER_THRESHOLD,
+                    help="the verifier's threshold to report (default: the gateway's)")
     ap.add_argument("--plot", default=None, help="PNG: hit rate vs false-hit rate on the test set")
     args = ap.parse_args()
 
@@ -95,11 +97,14 @@ def main() -> int:
     score_pairs(train, embedder, verifier)
     print(f"scored {len(test)} test and {len(train)} training pairs in {time.perf_counter() - start:.0f} s")
 
-    out: dict = {}
+    def checked(p: dict) -> bool:
+        return verified(p, args.verifier_threshold)
+
+    out: dict = {"verifier_threshold": args.verifier_threshold}
     print(f"\n{'rule (pairs)':<44}{'hit rate [95% CI]':>24}{'false-hit rate [95% CI]':>30}")
     for split, pairs in (("test", test), ("train (in-sample)", train)):
         for key, rule, label in (("guard", guard_only, f"guard alone, similarity >= {DEFAULT_THRESHOLD}"),
-                                 ("verifier", verified, (f"+ verifier >= {DEFAULT_VERIFIER_THRESHOLD}, "
+                                 ("verifier", checked, (f"+ verifier >= {args.verifier_threshold}, "
                                                          f"similarity >= {VERIFIED_THRESHOLD}"))):
             r = rates(pairs, rule)
             show(f"{split}: {label}", r)
@@ -111,11 +116,11 @@ def main() -> int:
     per_kind = {}
     for equivalent, kind in kinds:
         rows = [p for p in test if p["kind"] == kind and p["equivalent"] == equivalent]
-        g, v = sum(map(guard_only, rows)), sum(map(verified, rows))
+        g, v = sum(map(guard_only, rows)), sum(map(checked, rows))
         per_kind[kind] = {"n": len(rows), "guard": g, "verifier": v}
         print(f"{kind:<22}{len(rows):>4}{g / len(rows):>8.3f}{v / len(rows):>11.3f}")
     out["test"]["per_kind"] = per_kind
-    wrong = [p for p in test if not p["equivalent"] and verified(p)]
+    wrong = [p for p in test if not p["equivalent"] and checked(p)]
     print(f"\nfalse hits on the test set with the verifier: {len(wrong)}")
     for p in wrong:
         print(f"  sim {p['similarity']:.3f} p {p['verifier']:.3f} {p['kind']:<20} {p['a']!r} | {p['b']!r}")
@@ -153,7 +158,8 @@ def main() -> int:
         xs, ys = zip(*[(f, h) for h, f in sweep.values()])
         ax.plot(xs, ys, "C2-", marker=".", label="guard + verifier (threshold swept)")
         v, g = out["test"]["verifier"], out["test"]["guard"]
-        ax.plot(v["false_hit_rate"], v["hit_rate"], "C2o", markersize=9, label="guard + verifier >= 0.5 (chosen before)")
+        ax.plot(v["false_hit_rate"], v["hit_rate"], "C2o", markersize=9,
+                label=f"guard + verifier >= {args.verifier_threshold} (chosen before)")
         ax.plot(g["false_hit_rate"], g["hit_rate"], "C0s", markersize=8, label=f"guard alone, {DEFAULT_THRESHOLD}")
         ax.axvline(GOAL_FALSE_HIT, color="grey", linewidth=0.8, linestyle=":")
         ax.axhline(GOAL_HIT, color="grey", linewidth=0.8, linestyle=":")

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from temper.errors import TemperError
 from temper.gateway.semantic import DEFAULT_THRESHOLD as SEMANTIC_THRESHOLD
-from temper.gateway.semantic import VERIFIED_THRESHOLD
+from temper.gateway.semantic import VERIFIED_THRESHOLD, VERIFIER_THRESHOLD
 
 
 class GatewayConfigError(TemperError):
@@ -123,7 +123,7 @@ class SemanticCacheConfig(_Strict):
     threshold: float | None = Field(default=None, gt=0, le=1)
     # a cross-encoder that reads both questions (temper/gateway/verifier.py; trained once, on first use)
     verifier: Literal["pair-classifier", "none"] = "none"
-    verifier_threshold: float = Field(default=0.5, ge=0, le=1)
+    verifier_threshold: float = Field(default=VERIFIER_THRESHOLD, ge=0, le=1)
     verifier_path: str | None = None  # a trained verifier's folder (default: the temper cache's)
     ttl: float = Field(default=3600.0, gt=0)
     max_entries: int = Field(default=10_000, gt=0)  # per scope
