@@ -121,8 +121,9 @@ class SemanticCacheConfig(_Strict):
     # (benchmarks/semantic_cache.py; docs/gateway.md has the hit and false-hit rates per threshold):
     # 0.85 with the guard alone, 0.7 when the pair verifier checks the candidates
     threshold: float | None = Field(default=None, gt=0, le=1)
-    # a cross-encoder that reads both questions (temper/gateway/verifier.py; trained once, on first use)
-    verifier: Literal["pair-classifier", "none"] = "none"
+    # a cross-encoder that reads both questions (temper/gateway/verifier.py; trained once, on first use): on two
+    # unseen test sets 1.1% false hits against 5.2% for the guard alone, at the same hit rate (docs/gateway.md)
+    verifier: Literal["pair-classifier", "none"] = "pair-classifier"
     verifier_threshold: float = Field(default=VERIFIER_THRESHOLD, ge=0, le=1)
     verifier_path: str | None = None  # a trained verifier's folder (default: the temper cache's)
     ttl: float = Field(default=3600.0, gt=0)

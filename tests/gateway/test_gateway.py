@@ -315,7 +315,8 @@ def test_exact_cache_hits_and_bypass(upstreams, gateways):
 def test_semantic_cache_is_scoped_by_model_and_system_prompt(upstreams, gateways, embedder):
     up = upstreams()
     url, _ = gateways({"backends": [backend("a", up.url, "m"), backend("b", up.url, "n")],
-                       "cache": {"semantic": {"enabled": True, "threshold": 0.85}}}, embedder=embedder)
+                       "cache": {"semantic": {"enabled": True, "threshold": 0.85, "verifier": "none"}}},
+                      embedder=embedder)
     q1, q2 = "How do I reverse a list in Python?", "how can i reverse a python list"
     assert chat(url, "m", q1).headers["x-temper-cache"] == "miss"
     hit = chat(url, "m", q2)
@@ -483,7 +484,7 @@ def test_two_gateway_instances_share_limits_and_caches_through_redis(upstreams, 
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)")
     up = upstreams()
     config = {"backends": [backend("a", up.url, "m")], "keys": [{"name": "k", "key": "sk-k", "rpm": 6}],
-              "cache": {"store": redis_url, "semantic": {"enabled": True, "threshold": 0.85}}}
+              "cache": {"store": redis_url, "semantic": {"enabled": True, "threshold": 0.85, "verifier": "none"}}}
     url1, gw1 = gateways(config, state=open_state(redis_url), embedder=embedder)
     url2, _ = gateways(config, state=open_state(redis_url), embedder=embedder)
     auth = {"Authorization": "Bearer sk-k"}
@@ -554,13 +555,14 @@ def test_cli_spend_and_check_read_the_same_store(upstreams, gateways, tmp_path, 
     assert "DOWN" in out and " up " in out
 
 
-def test_the_example_config_builds(embedder):
+def test_the_example_config_builds(embedder, tiny_verifier):
     from pathlib import Path
     config = load_config(Path(__file__).parents[2] / "examples" / "gateway.yaml")
-    app = create_gateway(config, open_state("memory"), embedder, health_checks=False)
+    app = create_gateway(config, open_state("memory"), embedder, health_checks=False, verifier=tiny_verifier[0])
     gw = app.state.gateway
     assert gw.backends.models() == ["smollm2", "smollm2-int4"] and set(gw.policies) == {"auto", "chat"}
     assert gw.keys.required and gw.config.cache.semantic.enabled
+    assert gw.cache.verifier is tiny_verifier[0]  # the semantic cache checks candidates with the pair verifier
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])

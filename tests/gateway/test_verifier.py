@@ -55,10 +55,10 @@ def test_missing_verifier_is_reported(tmp_path):
 
 def test_config_picks_the_similarity_threshold_by_mode():
     base = {"backends": [{"name": "a", "url": "http://127.0.0.1:1/v1", "model": "m"}]}
-    plain = load_config({**base, "cache": {"semantic": {"enabled": True}}}).cache.semantic
-    assert plain.verifier == "none" and plain.similarity_threshold == DEFAULT_THRESHOLD
-    checked = load_config({**base, "cache": {"semantic": {"enabled": True, "verifier": "pair-classifier"}}})
-    assert checked.cache.semantic.similarity_threshold == VERIFIED_THRESHOLD
+    checked = load_config({**base, "cache": {"semantic": {"enabled": True}}}).cache.semantic
+    assert checked.verifier == "pair-classifier" and checked.similarity_threshold == VERIFIED_THRESHOLD
+    plain = load_config({**base, "cache": {"semantic": {"enabled": True, "verifier": "none"}}}).cache.semantic
+    assert plain.similarity_threshold == DEFAULT_THRESHOLD
     own = load_config({**base, "cache": {"semantic": {"verifier": "pair-classifier", "threshold": 0.8}}})
     assert own.cache.semantic.similarity_threshold == 0.8
     with pytest.raises(GatewayConfigError, match="verifier"):
