@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=("serve", "spend", "check", "train-verifier"), default="serve",
                    help="serve (default); spend: print spend per key, team and model from the gateway's store; "
                         "check: validate the config and probe each back end once; train-verifier: train the "
-                        "semantic cache's pair verifier now (else it trains on first use; ~10 min on 2 cores)")
+                        "semantic cache's pair verifier now (else it trains on first use; ~8 min on 2 cores)")
     p.add_argument("-c", "--config", metavar="YAML", help="the gateway's configuration (all actions but "
                                                            "train-verifier)")
     p.add_argument("--host", default=None, help="address to bind (default: the config's, else 127.0.0.1)")

@@ -63,7 +63,7 @@ def redis_url(redis_server):
 
 @pytest.fixture(scope="session")
 def tiny_verifier(tmp_path_factory):
-    """A pair verifier trained for a few steps on 48 of the packaged pairs (seconds, not the real ~10 minutes):
+    """A pair verifier trained for a few steps on 48 of the packaged pairs (seconds, not the real ~8 minutes):
     enough to test the plumbing, saving and loading; its scores mean little."""
     from temper.gateway.verifier import train, training_pairs
     rows = training_pairs()[::31][:48]

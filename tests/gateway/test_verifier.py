@@ -67,7 +67,7 @@ def test_config_picks_the_similarity_threshold_by_mode():
 
 @pytest.mark.slow
 def test_the_trained_verifier_reads_what_the_embedding_misses():
-    """The real verifier (trained once, ~10 min on 2 cores, then cached) on pairs from its training data: the
+    """The real verifier (trained once, ~8 min on 2 cores, then cached) on pairs from its training data: the
     relations embeddings cannot see. In-sample: this checks the training, benchmarks/semantic_verifier.py the
     generalization."""
     model = PairVerifier.load_or_train()
