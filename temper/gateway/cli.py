@@ -129,4 +129,22 @@ async def _check(config, as_json: bool) -> int:
             p = r["price_per_million"]
             print(f"{name:<16} {r['model']:<20} {'up' if r['healthy'] else 'DOWN':<5} {r['url']:<32} "
                   f"${p['input']:.4f} / ${p['output']:.4f} per M tokens{'  ' + r['error'] if r['error'] else ''}")
+        if (status := _verifier_status(config)) is not None:
+            print(status)
     return 0 if all(r["healthy"] for r in result.values()) else 1
+
+
+def _verifier_status(config) -> str | None:
+    """Whether the semantic cache's pair verifier is trained, so that a first start's training is no surprise."""
+    s = config.cache.semantic
+    if not s.enabled or s.verifier == "none":
+        return None
+    from pathlib import Path
+
+    from temper.gateway.verifier import default_path
+
+    path = Path(s.verifier_path).expanduser() if s.verifier_path else default_path()
+    if (path / "model.safetensors").is_file():
+        return f"semantic cache: pair verifier trained ({path})"
+    return ("semantic cache: the pair verifier is not trained yet; the gateway's first start trains it (~8 min on 2 "
+            "cores): run `temper gateway train-verifier` now to have it ready")

@@ -75,3 +75,15 @@ def test_the_trained_verifier_reads_what_the_embedding_misses():
     probs = model.score([(r["a"], r["b"]) for r in rows])
     right = sum((p >= 0.5) == r["equivalent"] for p, r in zip(probs, rows))
     assert right / len(rows) > 0.95
+
+
+def test_check_says_whether_the_verifier_is_trained(tiny_verifier, tmp_path, capsys):
+    import yaml
+
+    from temper.cli import main
+    for folder, expected in ((tiny_verifier[1], "pair verifier trained"), (tmp_path / "none", "not trained yet")):
+        config = {"backends": [{"name": "a", "url": "http://127.0.0.1:9/v1", "model": "m"}],
+                  "cache": {"semantic": {"enabled": True, "verifier_path": str(folder)}}}
+        (tmp_path / "gw.yaml").write_text(yaml.safe_dump(config))
+        assert main(["gateway", "check", "--config", str(tmp_path / "gw.yaml")]) == 1  # the back end is down
+        assert expected in capsys.readouterr().out
