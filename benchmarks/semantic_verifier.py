@@ -29,8 +29,15 @@ import time
 from pathlib import Path
 
 from temper.embeddings import Embedder
-from temper.gateway.semantic import DEFAULT_THRESHOLD, VERIFIED_THRESHOLD, embed_key, normalize_text, semantic_match
-from temper.gateway.verifier import DEFAULT_VERIFIER_THRESHOLD, FORMAT, PairVerifier, training_pairs
+from temper.gateway.semantic import (
+    CANDIDATE_SIMILARITY,
+    DEFAULT_THRESHOLD,
+    VERIFIER_THRESHOLD,
+    embed_key,
+    normalize_text,
+    semantic_match,
+)
+from temper.gateway.verifier import FORMAT, PairVerifier, training_pairs
 from temper.stats import wilson_interval
 
 TEST = Path(__file__).parent / "data" / "semantic_pairs_fresh3.jsonl"
@@ -56,8 +63,8 @@ def guard_only(p: dict) -> bool:
     return semantic_match(p["a"], p["b"], p["similarity"], DEFAULT_THRESHOLD)
 
 
-def verified(p: dict, threshold: float = DEFAULT_VERIFIER_THRESHOLD) -> bool:
-    if not semantic_match(p["a"], p["b"], p["similarity"], VERIFIED_THRESHOLD):
+def verified(p: dict, threshold: float = VERIFIER_THRESHOLD) -> bool:
+    if not semantic_match(p["a"], p["b"], p["similarity"], CANDIDATE_SIMILARITY):
         return False
     return p["same_text"] or p["verifier"] >= threshold
 
@@ -81,17 +88,18 @@ def show(name: str, r: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--test", type=Path, default=TEST)
+    ap.add_argument("--test", type=Path, nargs="+", default=[TEST],
+                    help="test set(s) (JSONL); several are scored as one pool")
     ap.add_argument("--verifier", default=None, help="a trained verifier's folder (default: the cached one, "
                                                      "trained first if missing)")
-    ap.add_argument("--verifier-threshold", type=float, default=DEFAULT_VERIFIER_THRESHOLD,
+    ap.add_argument("--verifier-threshold", type=float, default=VERIFIER_THRESHOLD,
                     help="the verifier's threshold to report (default: the gateway's)")
     ap.add_argument("--plot", default=None, help="PNG: hit rate vs false-hit rate on the test set")
     args = ap.parse_args()
 
     embedder = Embedder.load()
     verifier = PairVerifier.load_or_train(args.verifier)
-    test, train = load(args.test), training_pairs()
+    test, train = [p for path in args.test for p in load(path)], training_pairs()
     start = time.perf_counter()
     score_pairs(test, embedder, verifier)
     score_pairs(train, embedder, verifier)
@@ -105,7 +113,7 @@ def main() -> int:
     for split, pairs in (("test", test), ("train (in-sample)", train)):
         for key, rule, label in (("guard", guard_only, f"guard alone, similarity >= {DEFAULT_THRESHOLD}"),
                                  ("verifier", checked, (f"+ verifier >= {args.verifier_threshold}, "
-                                                         f"similarity >= {VERIFIED_THRESHOLD}"))):
+                                                         f"similarity >= {CANDIDATE_SIMILARITY}"))):
             r = rates(pairs, rule)
             show(f"{split}: {label}", r)
             out.setdefault(split.split()[0], {})[key] = r
@@ -176,7 +184,7 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             check=False).stdout.strip()
     print(json.dumps({"bench": "semantic_verifier", "machine": platform.processor() or platform.machine(),
-                      "commit": commit, "verifier_format": FORMAT, "test_file": args.test.name,
+                      "commit": commit, "verifier_format": FORMAT, "test_files": [path.name for path in args.test],
                       "test_pairs": len(test), "train_pairs": len(train),
                       "counts": dict(collections.Counter(p["equivalent"] for p in test)), **out}))
     return 0

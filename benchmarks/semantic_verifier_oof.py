@@ -18,7 +18,7 @@ import random
 import time
 
 from temper.embeddings import Embedder
-from temper.gateway.semantic import VERIFIED_THRESHOLD, embed_key, normalize_text, semantic_match
+from temper.gateway.semantic import CANDIDATE_SIMILARITY, embed_key, normalize_text, semantic_match
 from temper.gateway.verifier import SETTINGS, train, training_pairs
 
 GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
@@ -47,12 +47,12 @@ def main() -> int:
 
     embedder = Embedder.load()
     a, b = embed_key(embedder, [r["a"] for r in rows]), embed_key(embedder, [r["b"] for r in rows])
-    candidate = [semantic_match(r["a"], r["b"], s, VERIFIED_THRESHOLD) for r, s in zip(rows, (a * b).sum(-1).tolist())]
+    candidate = [semantic_match(r["a"], r["b"], s, CANDIDATE_SIMILARITY) for r, s in zip(rows, (a * b).sum(-1).tolist())]
     same = [normalize_text(r["a"]) == normalize_text(r["b"]) for r in rows]
     n_eq = sum(r["equivalent"] for r in rows)
     n_ne = len(rows) - n_eq
     table = {}
-    print(f"\nout of fold, {len(rows)} pairs ({n_eq} paraphrases): similarity >= {VERIFIED_THRESHOLD} + guard + verifier >= t")
+    print(f"\nout of fold, {len(rows)} pairs ({n_eq} paraphrases): similarity >= {CANDIDATE_SIMILARITY} + guard + verifier >= t")
     print(f"{'t':>6}{'hits':>8}{'false hits':>12}")
     for t in GRID:
         hit = [c and (s or p >= t) for c, s, p in zip(candidate, same, oof)]

@@ -30,8 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from temper.errors import TemperError
+from temper.gateway.semantic import CANDIDATE_SIMILARITY, VERIFIER_THRESHOLD
 from temper.gateway.semantic import DEFAULT_THRESHOLD as SEMANTIC_THRESHOLD
-from temper.gateway.semantic import VERIFIED_THRESHOLD, VERIFIER_THRESHOLD
 
 
 class GatewayConfigError(TemperError):
@@ -135,7 +135,7 @@ class SemanticCacheConfig(_Strict):
     def similarity_threshold(self) -> float:
         if self.threshold is not None:
             return self.threshold
-        return VERIFIED_THRESHOLD if self.verifier != "none" else SEMANTIC_THRESHOLD
+        return CANDIDATE_SIMILARITY if self.verifier != "none" else SEMANTIC_THRESHOLD
 
 
 class CacheConfig(_Strict):

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from temper.embeddings import Embedder
-from temper.gateway.semantic import _NON_CONTENT, _WORD, VERIFIER_THRESHOLD, normalize_text
+from temper.gateway.semantic import _NON_CONTENT, _WORD, normalize_text
 from temper.models.loader import cache_dir
 
 log = logging.getLogger("temper.gateway")
@@ -42,9 +42,6 @@ DATA = Path(__file__).parent / "data"
 TRAIN_FILES = ("semantic_pairs.jsonl", "semantic_pairs_heldout.jsonl", "semantic_pairs_fresh.jsonl",
                "semantic_pairs_fresh2.jsonl")
 MAX_SIDE_TOKENS = 60
-# a candidate is a hit when its similarity is at least VERIFIED_THRESHOLD, the guard finds no mismatch, and the
-# verifier says at least VERIFIER_THRESHOLD (semantic.py; chosen out of fold, docs/gateway.md)
-DEFAULT_VERIFIER_THRESHOLD = VERIFIER_THRESHOLD
 SETTINGS = {"epochs": 4, "batch": 32, "lr": 3e-5, "warmup": 20, "weight_decay": 0.01, "seed": 0,
             "max_side_tokens": MAX_SIDE_TOKENS, "swap_rate": 0.35}
 # Two content words of a question swapped ("the effect of stress on sleep" -> "... of sleep on stress") is another

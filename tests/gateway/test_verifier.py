@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from temper.gateway.config import GatewayConfigError, load_config
-from temper.gateway.semantic import DEFAULT_THRESHOLD, VERIFIED_THRESHOLD
+from temper.gateway.semantic import CANDIDATE_SIMILARITY, DEFAULT_THRESHOLD
 from temper.gateway.verifier import PairVerifier, VerifierMissing, default_path, training_pairs
 
 PAIR = ("How do I reverse a list in Python?", "how can i reverse a python list")
@@ -56,7 +56,7 @@ def test_missing_verifier_is_reported(tmp_path):
 def test_config_picks_the_similarity_threshold_by_mode():
     base = {"backends": [{"name": "a", "url": "http://127.0.0.1:1/v1", "model": "m"}]}
     checked = load_config({**base, "cache": {"semantic": {"enabled": True}}}).cache.semantic
-    assert checked.verifier == "pair-classifier" and checked.similarity_threshold == VERIFIED_THRESHOLD
+    assert checked.verifier == "pair-classifier" and checked.similarity_threshold == CANDIDATE_SIMILARITY
     plain = load_config({**base, "cache": {"semantic": {"enabled": True, "verifier": "none"}}}).cache.semantic
     assert plain.similarity_threshold == DEFAULT_THRESHOLD
     own = load_config({**base, "cache": {"semantic": {"verifier": "pair-classifier", "threshold": 0.8}}})
